@@ -1,0 +1,32 @@
+"""Resumable agent response streaming on Valkey Streams, built on valkey-glide.
+
+A reusable package with no Azure Functions imports: register ``ValkeyStreamBuffer`` as a durable
+agent's response callback and read the streams back as ``StreamChunk``s, live or resumed.
+"""
+
+from ._buffer import ValkeyStreamBuffer
+from ._chunk import StreamChunk
+from ._connection import EntraTokenSource
+from ._errors import InvalidCursorError, InvalidIdError, StreamInputError, ValkeyUnavailableError
+from ._ids import parse_cursor, stream_key, validate_id
+from ._settings import ValkeySettings
+from ._sse import chunk_to_sse, encode_sse_comment, encode_sse_event
+from ._turn_writer import WriteStats
+
+__all__ = [
+    "EntraTokenSource",
+    "InvalidCursorError",
+    "InvalidIdError",
+    "StreamChunk",
+    "StreamInputError",
+    "ValkeySettings",
+    "ValkeyStreamBuffer",
+    "ValkeyUnavailableError",
+    "WriteStats",
+    "chunk_to_sse",
+    "encode_sse_comment",
+    "encode_sse_event",
+    "parse_cursor",
+    "stream_key",
+    "validate_id",
+]

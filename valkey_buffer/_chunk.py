@@ -1,0 +1,74 @@
+"""StreamChunk: one stream entry as a reader sees it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+ChunkKind = Literal["message", "replace", "done", "error"]
+
+
+@dataclass(frozen=True)
+class StreamChunk:
+    """One entry of a conversation's stream.
+
+    Attributes:
+        entry_id: The Valkey entry id (``<ms>-<seq>``), also the SSE ``id``. Empty for the
+            synthetic error a reader produces when it gives up waiting.
+        text: The text of a ``message`` chunk, or the full committed text of a ``replace`` chunk.
+        sequence: The position of the chunk within its turn, if the writer recorded one.
+        correlation_id: The turn the entry belongs to, if the writer recorded one.
+        agent: The agent that wrote the entry, if the writer recorded one.
+        kind: ``message``, ``replace`` (the text replaces everything streamed so far in the turn),
+            ``done`` or ``error``.
+        error: The error message of an ``error`` chunk.
+        timestamp_ms: When the entry was written, in milliseconds since the epoch.
+    """
+
+    entry_id: str
+    text: str = ""
+    sequence: int | None = None
+    correlation_id: str | None = None
+    agent: str | None = None
+    kind: ChunkKind = "message"
+    error: str | None = None
+    timestamp_ms: int | None = None
+
+    @property
+    def is_done(self) -> bool:
+        """Whether the entry marks the successful end of a turn."""
+        return self.kind == "done"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the entry ends a turn (``done`` or ``error``)."""
+        return self.kind in ("done", "error")
+
+    @classmethod
+    def from_entry(cls, entry_id: str, fields: Mapping[str, str]) -> StreamChunk:
+        """Build a chunk from a stream entry's fields.
+
+        Raises:
+            ValueError: If a numeric field does not hold a number.
+        """
+        if "error" in fields:
+            kind: ChunkKind = "error"
+        elif fields.get("done") == "true":
+            kind = "done"
+        elif fields.get("replace") == "true":
+            kind = "replace"
+        else:
+            kind = "message"
+        sequence = fields.get("sequence")
+        timestamp = fields.get("timestamp")
+        return cls(
+            entry_id=entry_id,
+            text=fields.get("text", ""),
+            sequence=int(sequence) if sequence not in (None, "") else None,
+            correlation_id=fields.get("correlation_id") or None,
+            agent=fields.get("agent") or None,
+            kind=kind,
+            error=fields.get("error") if kind == "error" else None,
+            timestamp_ms=int(timestamp) if timestamp not in (None, "") else None,
+        )
