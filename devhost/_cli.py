@@ -1,0 +1,102 @@
+"""Command line of the local host: ``python -m devhost [--host H] [--port P] [--backend HOST:PORT] [--no-worker]``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from ._host import HostOptions, LocalHost, bind_listening_socket
+
+
+def _parse(argv: Sequence[str] | None) -> HostOptions:
+    parser = argparse.ArgumentParser(
+        prog="python -m devhost",
+        description=(
+            "Run function_app.app locally without Azure tooling: its HTTP functions on uvicorn, durable "
+            "entities on the Durable Task SDK's in-memory backend, Valkey embedded unless VALKEY_HOST or "
+            "VALKEY_URL is set."
+        ),
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve HTTP on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=7071, help="HTTP port (default 7071, as func start)")
+    parser.add_argument(
+        "--backend",
+        metavar="HOST:PORT",
+        help="use a durable backend that is already running (e.g. another devhost's) instead of starting one",
+    )
+    parser.add_argument(
+        "--backend-port", type=int, default=0, help="port of the backend this host starts (default: a free one)"
+    )
+    parser.add_argument(
+        "--no-worker",
+        dest="worker",
+        action="store_false",
+        help="serve HTTP only; another host connected to the same backend runs the agents",
+    )
+    parser.add_argument(
+        "--max-concurrent-turns",
+        type=int,
+        default=32,
+        help="agent turns the worker runs at once (default 32); more wait in the backend's queue",
+    )
+    parser.add_argument("--ready-file", help="write the host's addresses as JSON to this file once it serves")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log requests and the host's internals")
+    args = parser.parse_args(argv)
+    if args.backend is not None and ":" not in args.backend:
+        parser.error("--backend takes HOST:PORT")
+    if args.max_concurrent_turns < 1:
+        parser.error("--max-concurrent-turns must be at least 1")
+    return HostOptions(
+        host=args.host,
+        port=args.port,
+        backend=args.backend,
+        backend_port=args.backend_port,
+        worker=args.worker,
+        max_concurrent_turns=args.max_concurrent_turns,
+        ready_file=args.ready_file,
+        verbose=args.verbose,
+    )
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the local host until Ctrl-C (or SIGTERM).
+
+    Args:
+        argv: Command-line arguments; ``sys.argv[1:]`` when None.
+
+    Returns:
+        The process exit code: 0 after a clean stop, 1 when the host could not start.
+    """
+    options = _parse(argv)
+    logging.basicConfig(
+        level=logging.INFO if options.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        sock = bind_listening_socket(options.host, options.port)
+    except OSError as exc:
+        reason = "the port is already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        print(
+            f"devhost: cannot listen on {options.host}:{options.port}: {reason} (choose another with --port)",
+            file=sys.stderr,
+        )
+        return 1
+    # SIGTERM stops the host the way Ctrl-C does: every part is stopped, nothing is left running.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        asyncio.run(LocalHost(options).serve(sock))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
+    print("devhost: stopped", flush=True)
+    return 0

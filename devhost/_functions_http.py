@@ -1,0 +1,201 @@
+"""An ASGI app that serves the HTTP functions of an ``azure.functions.FunctionApp`` by calling their handlers.
+
+It does what the Functions host and the Python worker do for an app that uses the HTTP streaming
+types (``azurefunctions-extensions-http-fastapi``): match the request against each function's route
+and methods, put the route values into ``request.path_params``, call the registered handler with the
+request as its trigger argument and a durable client for its ``durableClient`` binding, and send the
+response object it returns as it is, streaming included.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from ._routing import RouteTemplate
+
+logger = logging.getLogger("devhost")
+
+_HTTP_TRIGGER = "httpTrigger"
+_DURABLE_CLIENT = "durableClient"
+
+
+@dataclass
+class HttpFunction:
+    """One HTTP-triggered function as the host sees it after indexing."""
+
+    name: str
+    route: RouteTemplate
+    methods: frozenset[str]  # empty: every method
+    auth_level: str
+    handler: Callable[..., Any]
+    request_param: str
+    durable_client_params: list[str] = field(default_factory=list)
+    wants_context: bool = False
+
+
+@dataclass(frozen=True)
+class InvocationContext:
+    """The few ``func.Context`` attributes a handler may read."""
+
+    invocation_id: str
+    function_name: str
+    function_directory: str = ""
+    trace_context: Any = None
+    retry_context: Any = None
+
+
+def _binding_type(binding: Any) -> str:
+    return str(getattr(binding, "type", "") or "")
+
+
+def http_functions_of(app: Any, route_prefix: str = "api") -> tuple[list[HttpFunction], list[str]]:
+    """Index an ``azure.functions.FunctionApp`` the way the Python worker does, through ``get_functions()``.
+
+    Args:
+        app: The function app (``function_app.app``).
+        route_prefix: The host's HTTP route prefix.
+
+    Returns:
+        The HTTP functions, most specific route first, and the names of the other functions (entity
+        triggers and the like, which the durable worker hosts instead).
+    """
+    http: list[HttpFunction] = []
+    others: list[str] = []
+    for function in app.get_functions():
+        trigger = function.get_trigger()
+        name = function.get_function_name() or function.get_user_function().__name__
+        if trigger is None or _binding_type(trigger) != _HTTP_TRIGGER:
+            others.append(name)
+            continue
+        handler = function.get_user_function()
+        client_params = [b.name for b in function.get_bindings() if _binding_type(b) == _DURABLE_CLIENT]
+        if client_params:
+            # azure-functions-durable wraps the handler in a middleware that builds a
+            # DurableOrchestrationClient from the JSON the durable extension passes, and keeps the
+            # handler it wraps as `client_function`. There is no extension here: call that very
+            # handler and hand it the shim where the rich client would go.
+            handler = getattr(handler, "client_function", handler)
+        methods = frozenset(str(getattr(m, "value", m)).upper() for m in (getattr(trigger, "methods", None) or []))
+        parameters = inspect.signature(handler).parameters
+        http.append(
+            HttpFunction(
+                name=name,
+                route=RouteTemplate(getattr(trigger, "route", None) or name, route_prefix),
+                methods=methods,
+                auth_level=str(getattr(getattr(trigger, "auth_level", None), "value", "function")),
+                handler=handler,
+                request_param=trigger.name,
+                durable_client_params=client_params,
+                wants_context="context" in parameters,
+            )
+        )
+    http.sort(key=lambda f: f.route.precedence)
+    return http, others
+
+
+def _json_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _to_response(result: Any) -> Response:
+    """Turn what a handler returned into a response, as the worker does for the return types it accepts."""
+    if isinstance(result, Response):
+        return result
+    if result is None:
+        return Response(status_code=204)
+    if isinstance(result, str):
+        return PlainTextResponse(result)
+    if isinstance(result, bytes):
+        return Response(result, media_type="application/octet-stream")
+    get_body = getattr(result, "get_body", None)
+    if callable(get_body) and hasattr(result, "status_code"):
+        # A classic func.HttpResponse.
+        return Response(
+            get_body(),
+            status_code=result.status_code,
+            headers=dict(result.headers),
+            media_type=getattr(result, "mimetype", None),
+        )
+    return Response(json.dumps(result), media_type="application/json")
+
+
+class FunctionsHttpApp:
+    """ASGI app serving a function app's HTTP functions.
+
+    Args:
+        functions: The HTTP functions from :func:`http_functions_of`.
+        durable_client: The object handed to every ``durableClient`` binding.
+        landing_route: Where ``GET /`` redirects to (the chat page), if anywhere.
+    """
+
+    def __init__(self, functions: list[HttpFunction], durable_client: Any, landing_route: str | None = None) -> None:
+        self._functions = functions
+        self._durable_client = durable_client
+        self._landing_route = landing_route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        response = await self._dispatch(scope, receive)
+        await response(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _dispatch(self, scope: Scope, receive: Receive) -> Response:
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        path = raw_path.decode("latin-1").split("?", 1)[0]
+        method = scope["method"].upper()
+        if path in ("", "/") and self._landing_route and method in ("GET", "HEAD"):
+            return RedirectResponse(self._landing_route, status_code=307)
+
+        allowed: set[str] = set()
+        for function in self._functions:
+            params = function.route.match(path)
+            if params is None:
+                continue
+            if function.methods and method not in function.methods:
+                allowed |= function.methods
+                continue
+            return await self._invoke(function, params, scope, receive)
+        if allowed:
+            return _json_error(405, "method not allowed", {"Allow": ", ".join(sorted(allowed))})
+        return _json_error(404, "no function serves this route")
+
+    async def _invoke(self, function: HttpFunction, params: dict[str, str], scope: Scope, receive: Receive) -> Response:
+        request = Request({**scope, "path_params": params}, receive)
+        kwargs: dict[str, Any] = {function.request_param: request}
+        for name in function.durable_client_params:
+            kwargs[name] = self._durable_client
+        if function.wants_context:
+            kwargs["context"] = InvocationContext(invocation_id=str(uuid.uuid4()), function_name=function.name)
+        try:
+            if inspect.iscoroutinefunction(function.handler):
+                result = await function.handler(**kwargs)
+            else:
+                # The worker runs synchronous functions on its thread pool; so does this host.
+                result = await run_in_threadpool(function.handler, **kwargs)
+        except Exception:
+            logger.exception("function %s failed", function.name)
+            return _json_error(500, f"function {function.name} failed; see the host log")
+        return _to_response(result)

