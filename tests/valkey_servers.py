@@ -16,9 +16,22 @@ CLUSTER_SLOTS = 16384
 
 
 def free_port() -> int:
+    """A free loopback port whose cluster bus port (+10000) is free and valid as well."""
+    while True:
+        with contextlib.closing(socket.socket()) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port <= 55535 and _is_free(port + 10000):
+            return port
+
+
+def _is_free(port: int) -> bool:
     with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 @dataclass
