@@ -21,8 +21,9 @@ def valkey_server() -> Iterator[ValkeyProcess]:
 @pytest.fixture
 def valkey_settings(valkey_server: ValkeyProcess) -> ValkeySettings:
     """Settings that point at the session's standalone server, with short test timeouts."""
-    return ValkeySettings(host=valkey_server.host, port=valkey_server.port, read_block_ms=1000,
-                          read_idle_timeout_seconds=5.0)
+    return ValkeySettings(
+        host=valkey_server.host, port=valkey_server.port, read_block_ms=1000, read_idle_timeout_seconds=5.0
+    )
 
 
 @pytest.fixture(scope="session")
@@ -35,5 +36,6 @@ def valkey_cluster() -> Iterator[ValkeyCluster]:
 
 @pytest.fixture
 def cluster_settings(valkey_cluster: ValkeyCluster) -> ValkeySettings:
-    return ValkeySettings(host=valkey_cluster.host, port=valkey_cluster.port, cluster=True,
-                          read_idle_timeout_seconds=5.0)
+    return ValkeySettings(
+        host=valkey_cluster.host, port=valkey_cluster.port, cluster=True, read_idle_timeout_seconds=5.0
+    )

@@ -49,8 +49,20 @@ class ValkeyProcess:
         return f"valkey://{self.host}:{self.port}"
 
     def start(self) -> ValkeyProcess:
-        args = [str(get_binary_path()), "--port", str(self.port), "--bind", self.host, "--save", "",
-                "--appendonly", "no", "--dir", str(self.data_dir), *self.extra_args]
+        args = [
+            str(get_binary_path()),
+            "--port",
+            str(self.port),
+            "--bind",
+            self.host,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.data_dir),
+            *self.extra_args,
+        ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         self.wait_ready()
         return self

@@ -34,7 +34,9 @@ async def stream_turn(buffer: ValkeyStreamBuffer, session_id: str, correlation_i
     await buffer.on_agent_response(response("".join(pieces)), ctx)
 
 
-async def collect(buffer: ValkeyStreamBuffer, session_id: str, cursor: str | None = None, **kwargs) -> list[StreamChunk]:  # type: ignore[no-untyped-def]
+async def collect(
+    buffer: ValkeyStreamBuffer, session_id: str, cursor: str | None = None, **kwargs
+) -> list[StreamChunk]:  # type: ignore[no-untyped-def]
     return [chunk async for chunk in buffer.read_stream(session_id, cursor, **kwargs)]
 
 

@@ -21,9 +21,7 @@ async def test_200_live_readers_share_a_handful_of_connections(valkey_server: Va
     buffer = ValkeyStreamBuffer(valkey_settings)
     try:
         sessions = [new_id() for _ in range(20)]
-        readers = [
-            asyncio.create_task(collect(buffer, sessions[i % 20], correlation_id="t")) for i in range(200)
-        ]
+        readers = [asyncio.create_task(collect(buffer, sessions[i % 20], correlation_id="t")) for i in range(200)]
         await asyncio.sleep(0.3)
         names = _client_names(valkey_server)
         ours = [n for n in names if n.startswith("valkey-buffer")]
@@ -59,8 +57,9 @@ async def test_callback_never_raises_and_the_turn_completes_while_valkey_is_down
 
 async def test_valkey_restarted_mid_turn_the_writer_survives_and_readers_end(valkey_settings) -> None:
     server = ValkeyProcess().start()
-    settings = ValkeySettings(host=server.host, port=server.port, read_block_ms=500, request_timeout_ms=300,
-                              read_idle_timeout_seconds=3)
+    settings = ValkeySettings(
+        host=server.host, port=server.port, read_block_ms=500, request_timeout_ms=300, read_idle_timeout_seconds=3
+    )
     buffer = ValkeyStreamBuffer(settings, write_retry_seconds=0.5)
     try:
         session = new_id()

@@ -174,7 +174,9 @@ async def test_write_error_ends_the_turn_for_its_readers(buffer: ValkeyStreamBuf
     assert chunks[-1].error == "model exploded" and chunks[-1].is_terminal
 
 
-async def test_ttl_is_set_and_refreshed_by_each_write(valkey_server: ValkeyProcess, valkey_settings: ValkeySettings) -> None:
+async def test_ttl_is_set_and_refreshed_by_each_write(
+    valkey_server: ValkeyProcess, valkey_settings: ValkeySettings
+) -> None:
     buffer = ValkeyStreamBuffer(ValkeySettings(**{**valkey_settings.__dict__, "stream_ttl_seconds": 100}))
     try:
         session = new_id()
@@ -190,7 +192,9 @@ async def test_ttl_is_set_and_refreshed_by_each_write(valkey_server: ValkeyProce
         await buffer.aclose()
 
 
-async def test_maxlen_caps_the_stream_approximately(valkey_server: ValkeyProcess, valkey_settings: ValkeySettings) -> None:
+async def test_maxlen_caps_the_stream_approximately(
+    valkey_server: ValkeyProcess, valkey_settings: ValkeySettings
+) -> None:
     buffer = ValkeyStreamBuffer(ValkeySettings(**{**valkey_settings.__dict__, "stream_maxlen": 100}))
     try:
         session = new_id()
