@@ -1,0 +1,97 @@
+"""The Function App: durable AI agents whose streamed answers land in Valkey, and the HTTP routes over them.
+
+Read top to bottom: settings, buffer, agents, app, routes. Importing this module connects to nothing
+(the Python worker imports it to index the functions). The handlers live in ``http_api``; the agents
+and the model they use in ``travel_agents``.
+"""
+
+# No ``from __future__ import annotations`` here, unlike the rest of the code: the Python worker
+# reads the handlers' annotations to recognise the HTTP streaming types, so they stay real classes.
+
+from pathlib import Path
+
+import azure.durable_functions as df
+import azure.functions as func
+from agent_framework_azurefunctions import AgentFunctionApp
+from azurefunctions.extensions.http.fastapi import Request, Response
+
+from http_api import AgentHttpApi, StreamSettings
+from travel_agents import ModelSettings, build_agents
+from valkey_buffer import ValkeyStreamBuffer
+
+# Settings: app settings in Azure, local.settings.json with `func start` (see local.settings.sample.json).
+model_settings = ModelSettings.from_env()
+stream_settings = StreamSettings.from_env()
+
+# The buffer: the response callback that appends every streamed chunk to Valkey, and the stream reader.
+# It connects on first use, on the event loop that uses it.
+buffer = ValkeyStreamBuffer.from_env()
+
+# The agents (Azure OpenAI when configured, else the offline scripted model). A turn that fails for
+# good is reported to its stream readers through the buffer (see travel_agents/_turn_failures.py).
+agents = build_agents(model_settings, failure_sink=buffer)
+
+# The app: one durable entity `dafx-{name}` per agent, with the buffer as every agent's callback. The
+# built-in HTTP routes use func.HttpRequest, which cannot share an app with streaming routes: they are
+# off, and the routes below keep their request and response shapes.
+app = AgentFunctionApp(
+    agents=agents,
+    default_callback=buffer,
+    enable_http_endpoints=False,
+    enable_health_check=False,
+    http_auth_level=func.AuthLevel.FUNCTION,
+)
+
+api = AgentHttpApi(
+    buffer=buffer,
+    agent_names=[agent.name for agent in agents],
+    stream_settings=stream_settings,
+    poll_interval_seconds=app.poll_interval_seconds,
+    max_poll_retries=app.max_poll_retries,
+    chat_page=Path(__file__).parent / "static" / "chat.html",
+)
+
+
+@app.function_name("agent_run")
+@app.route(route="agents/{name}/run", methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def agent_run(req: Request, client: df.DurableOrchestrationClient) -> Response:
+    """Start a turn: 202 with its session and correlation ids, or the committed answer when asked to wait."""
+    return await api.run_turn(req, client)
+
+
+@app.function_name("agent_stream")
+@app.route(route="agents/{name}/stream", methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def agent_stream(req: Request, client: df.DurableOrchestrationClient) -> Response:
+    """Start a turn and stream it live (SSE, or plain text for Accept: text/plain)."""
+    return await api.stream_turn(req, client)
+
+
+@app.function_name("agent_stream_resume")
+@app.route(route="agent/stream/{session_id}", methods=["GET"])
+async def agent_stream_resume(req: Request) -> Response:
+    """Resume a session's stream from `cursor` or Last-Event-ID, optionally one turn (`correlation_id`)."""
+    return await api.resume_stream(req)
+
+
+@app.function_name("agent_turn_status")
+@app.route(route="agents/{name}/sessions/{session_id}/turns/{correlation_id}", methods=["GET"])
+@app.durable_client_input(client_name="client")
+async def agent_turn_status(req: Request, client: df.DurableOrchestrationClient) -> Response:
+    """The committed outcome of a turn, from the agent entity's state: pending, completed or failed."""
+    return await api.turn_status(req, client)
+
+
+@app.function_name("health")
+@app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def health(req: Request) -> Response:
+    """Liveness, Valkey reachability (503 when unreachable) and the registered agents."""
+    return await api.health(req)
+
+
+@app.function_name("chat_page")
+@app.route(route="chat", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def chat_page(req: Request) -> Response:
+    """The browser chat page (static/chat.html); it passes a `code` query value on to the API."""
+    return await api.chat_page(req)

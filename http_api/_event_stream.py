@@ -1,0 +1,154 @@
+"""Turning a buffer's chunk iterator into a streamed HTTP body: SSE or plain text.
+
+Both bodies are async generators handed to a ``StreamingResponse``, so every chunk leaves as soon
+as Valkey has it. While nothing arrives, SSE bodies send comment lines (heartbeats). A body ends at
+the followed turn's terminal entry, or after the maximum duration with a ``retry:`` hint, after
+which ``EventSource`` reconnects by itself and sends the last id it saw as ``Last-Event-ID``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+
+from valkey_buffer import StreamChunk, ValkeyUnavailableError, chunk_to_sse, encode_sse_comment, encode_sse_event
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Heartbeat:
+    pass
+
+
+@dataclass(frozen=True)
+class _TimeUp:
+    pass
+
+
+@dataclass(frozen=True)
+class _Unavailable:
+    message: str
+
+
+_Paced = StreamChunk | _Heartbeat | _TimeUp | _Unavailable
+
+
+async def sse_body(
+    chunks: AsyncIterator[StreamChunk],
+    *,
+    heartbeat_seconds: float,
+    max_duration_seconds: float,
+    retry_ms: int,
+    prelude: Iterable[str] = (),
+) -> AsyncIterator[str]:
+    """Yield SSE text for ``chunks``: one event per chunk (``id`` = entry id), heartbeats while idle.
+
+    Args:
+        chunks: The buffer's reader (``read_stream``); it is closed when the body ends.
+        heartbeat_seconds: Send a comment line after this long without an event.
+        max_duration_seconds: End after this long with a ``retry:`` hint.
+        retry_ms: The reconnect delay in the hint.
+        prelude: Events to send first (e.g. the ``start`` event with the turn's ids).
+
+    Yields:
+        SSE-framed text.
+    """
+    for event in prelude:
+        yield event
+    async with contextlib.aclosing(_paced(chunks, heartbeat_seconds, max_duration_seconds)) as paced:
+        async for item in paced:
+            if isinstance(item, StreamChunk):
+                yield chunk_to_sse(item)
+            elif isinstance(item, _Heartbeat):
+                yield encode_sse_comment()
+            elif isinstance(item, _Unavailable):
+                yield encode_sse_event(item.message, event="error")
+            else:
+                yield encode_sse_comment("time limit of this response reached: reconnect with Last-Event-ID")
+                yield f"retry: {retry_ms}\n\n"
+
+
+async def text_body(
+    chunks: AsyncIterator[StreamChunk],
+    *,
+    heartbeat_seconds: float,
+    max_duration_seconds: float,
+) -> AsyncIterator[str]:
+    """Yield the turn's text as plain text; a ``replace`` or an error is written out in words.
+
+    Args:
+        chunks: The buffer's reader (``read_stream``); it is closed when the body ends.
+        heartbeat_seconds: How often the reader is checked while idle (plain text has no heartbeat).
+        max_duration_seconds: End after this long; the client resumes with ``cursor``.
+
+    Yields:
+        Text.
+    """
+    sent = ""
+    async with contextlib.aclosing(_paced(chunks, heartbeat_seconds, max_duration_seconds)) as paced:
+        async for item in paced:
+            if isinstance(item, _Unavailable):
+                yield f"\n[error] {item.message}\n"
+            elif isinstance(item, StreamChunk):
+                if item.kind == "message":
+                    sent += item.text
+                    yield item.text
+                elif item.kind == "replace":
+                    # The committed answer differs from what was streamed: send what is missing, or all of it.
+                    addition = item.text[len(sent) :] if item.text.startswith(sent) else "\n" + item.text
+                    sent = item.text
+                    if addition:
+                        yield addition
+                elif item.kind == "error":
+                    yield f"\n[error] {item.error or 'error'}\n"
+
+
+async def _paced(
+    chunks: AsyncIterator[StreamChunk], heartbeat_seconds: float, max_duration_seconds: float
+) -> AsyncIterator[_Paced]:
+    """Yield chunks as they come, a heartbeat marker after each idle period, and a final marker on time-out.
+
+    Ends after a terminal chunk, at the end of ``chunks``, on time-out or when Valkey becomes unreachable.
+    The pending read is never cancelled by a heartbeat: ``asyncio.wait`` leaves it running.
+    """
+    deadline = time.monotonic() + max_duration_seconds
+    pending: asyncio.Future[StreamChunk] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(chunks))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                yield _TimeUp()
+                return
+            done, _ = await asyncio.wait({pending}, timeout=min(heartbeat_seconds, remaining))
+            if not done:
+                if deadline - time.monotonic() > 0:
+                    yield _Heartbeat()
+                continue
+            finished, pending = pending, None
+            try:
+                chunk = finished.result()
+            except StopAsyncIteration:
+                return
+            except ValkeyUnavailableError as error:
+                logger.warning("Stream read failed: %s", error)
+                yield _Unavailable("Valkey is unavailable; reconnect later with Last-Event-ID.")
+                return
+            yield chunk
+            if chunk.is_terminal:
+                return
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()

@@ -1,0 +1,290 @@
+"""The HTTP handlers: start a turn, stream it, resume a stream, report a turn's outcome, health, chat page.
+
+Every handler takes the Starlette/FastAPI ``Request`` that Azure Functions' HTTP streaming hands it
+(and the durable client where it needs one) and returns a FastAPI response: ``function_app.py``
+registers them, and a local host can call the very same methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agent_framework_durabletask import (
+    REQUEST_RESPONSE_FORMAT_JSON,
+    REQUEST_RESPONSE_FORMAT_TEXT,
+    SESSION_ID_FIELD,
+    RunRequest,
+)
+from azurefunctions.extensions.http.fastapi import HTMLResponse, JSONResponse, Request, Response, StreamingResponse
+
+from travel_agents import turn_options
+from valkey_buffer import StreamInputError, ValkeyStreamBuffer, encode_sse_event, parse_cursor, validate_id
+
+from ._event_stream import sse_body, text_body
+from ._responses import RequestError, json_error
+from ._run_input import RunInput, parse_run_input
+from ._settings import StreamSettings
+from ._turn_outcome import SupportsEntityClient, TurnOutcome, agent_entity_id, read_turn_outcome
+
+logger = logging.getLogger(__name__)
+
+SESSION_ID_RESPONSE_HEADER = "x-session-id"
+CORRELATION_ID_RESPONSE_HEADER = "x-correlation-id"
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+Handler = Callable[..., Awaitable[Response]]
+
+
+class AgentHttpApi:
+    """The app's HTTP API over the durable agents and their Valkey streams.
+
+    Args:
+        buffer: The stream buffer the agents write to.
+        agent_names: The registered agents' names.
+        stream_settings: Heartbeat and maximum duration of stream responses.
+        poll_interval_seconds: Delay between entity state reads while waiting for a response.
+        max_poll_retries: Entity state reads before a waiting run request gives up with ``timeout``.
+        chat_page: The HTML file served by :meth:`chat_page`.
+
+    Raises:
+        ValueError: If no agent is given or a polling value is out of range.
+    """
+
+    def __init__(
+        self,
+        *,
+        buffer: ValkeyStreamBuffer,
+        agent_names: Sequence[str],
+        stream_settings: StreamSettings,
+        poll_interval_seconds: float = 1.0,
+        max_poll_retries: int = 30,
+        chat_page: Path | None = None,
+    ) -> None:
+        if not agent_names:
+            raise ValueError("agent_names must name at least one agent.")
+        if poll_interval_seconds <= 0:
+            raise ValueError("poll_interval_seconds must be positive.")
+        if max_poll_retries < 1:
+            raise ValueError("max_poll_retries must be at least 1.")
+        self.buffer = buffer
+        self.stream_settings = stream_settings
+        self.poll_interval_seconds = poll_interval_seconds
+        self.max_poll_retries = max_poll_retries
+        self.chat_page_path = chat_page
+        # Functions routes match case-insensitively; so does the agent name here.
+        self._agents = {name.casefold(): name for name in agent_names}
+
+    # ----- routes -----
+
+    async def run_turn(self, req: Request, client: SupportsEntityClient) -> Response:
+        """``POST /api/agents/{name}/run``: start a turn; 202 with its ids, or the committed answer.
+
+        With ``wait_for_response`` the entity state is polled for the committed response, as the
+        built-in route does: 200 with ``status: success``, 500 with ``status: failed`` when the agent
+        failed, or 202 with ``status: timeout`` when it is still running.
+        """
+        try:
+            agent = self._agent(req)
+            run_input = await parse_run_input(req)
+        except RequestError as error:
+            return json_error(error.message, error.status_code)
+        session_id, correlation_id = await self._start_turn(client, agent, run_input)
+        payload: dict[str, Any] = {
+            "response": "Agent request accepted",
+            "message": run_input.message,
+            SESSION_ID_FIELD: session_id,
+            "status": "accepted",
+            "correlation_id": correlation_id,
+        }
+        if not run_input.wait_for_response:
+            return JSONResponse(payload, status_code=202, headers=_id_headers(session_id, correlation_id))
+        outcome = await self._wait_for_outcome(client, agent, session_id, correlation_id)
+        if outcome.status == "completed":
+            payload.update(response=outcome.text, status="success", message_count=outcome.message_count)
+            status_code = 200
+        elif outcome.status == "failed":
+            payload.update(response=None, status="failed", error=outcome.error, message_count=outcome.message_count)
+            status_code = 500
+        else:
+            payload.update(response="Agent is still processing or timed out...", status="timeout")
+            status_code = 202
+        return JSONResponse(payload, status_code=status_code, headers=_id_headers(session_id, correlation_id))
+
+    async def stream_turn(self, req: Request, client: SupportsEntityClient) -> Response:
+        """``POST /api/agents/{name}/stream``: start a turn and stream it live in the same response.
+
+        The ids come in the ``x-session-id`` / ``x-correlation-id`` headers and, for SSE, in a first
+        ``start`` event. Valkey is checked before the turn is started: when it is unreachable the
+        answer is 503 and no turn runs.
+        """
+        try:
+            agent = self._agent(req)
+            run_input = await parse_run_input(req)
+        except RequestError as error:
+            return json_error(error.message, error.status_code)
+        if not await self.buffer.ping():
+            return _valkey_unavailable()
+        session_id, correlation_id = await self._start_turn(client, agent, run_input)
+        chunks = self.buffer.read_stream(session_id, None, correlation_id=correlation_id)
+        start = {"agent": agent, SESSION_ID_FIELD: session_id, "correlation_id": correlation_id}
+        return self._stream_response(
+            req,
+            chunks,
+            prelude=[encode_sse_event(json.dumps(start), event="start")],
+            headers=_id_headers(session_id, correlation_id),
+        )
+
+    async def resume_stream(self, req: Request) -> Response:
+        """``GET /api/agent/stream/{session_id}``: follow a session's stream from a cursor.
+
+        The cursor is the ``Last-Event-ID`` header (what ``EventSource`` sends when it reconnects),
+        else the ``cursor`` query value; none reads from the start. ``correlation_id`` (query)
+        follows one turn; without it the stream ends at the first turn's terminal entry.
+        """
+        try:
+            session_id = validate_id(req.path_params.get("session_id"), "session_id")
+            correlation_id = _optional_id(req.query_params.get("correlation_id"), "correlation_id")
+            cursor = parse_cursor(req.headers.get("last-event-id") or req.query_params.get("cursor"))
+        except StreamInputError as error:
+            return json_error(str(error), 400)
+        if not await self.buffer.ping():
+            return _valkey_unavailable()
+        chunks = self.buffer.read_stream(session_id, cursor, correlation_id=correlation_id)
+        headers = {SESSION_ID_RESPONSE_HEADER: session_id}
+        if correlation_id:
+            headers[CORRELATION_ID_RESPONSE_HEADER] = correlation_id
+        return self._stream_response(req, chunks, headers=headers)
+
+    async def turn_status(self, req: Request, client: SupportsEntityClient) -> Response:
+        """``GET /api/agents/{name}/sessions/{session_id}/turns/{correlation_id}``: the committed outcome.
+
+        200 with ``status`` ``pending``, ``completed`` (with ``response``) or ``failed`` (with
+        ``error``); 404 when the entity has no such turn (yet).
+        """
+        try:
+            agent = self._agent(req)
+            session_id = validate_id(req.path_params.get("session_id"), "session_id")
+            correlation_id = validate_id(req.path_params.get("correlation_id"), "correlation_id")
+        except RequestError as error:
+            return json_error(error.message, error.status_code)
+        except StreamInputError as error:
+            return json_error(str(error), 400)
+        outcome = await read_turn_outcome(client, agent, session_id, correlation_id)
+        body: dict[str, Any] = {
+            "agent": agent,
+            SESSION_ID_FIELD: session_id,
+            "correlation_id": correlation_id,
+            "status": outcome.status,
+            "message_count": outcome.message_count,
+        }
+        if outcome.status == "not_found":
+            return json_error("No such turn (a turn that was just accepted appears within a moment).", 404, **body)
+        if outcome.status == "completed":
+            body["response"] = outcome.text
+        elif outcome.status == "failed":
+            body["error"] = outcome.error
+        return JSONResponse(body, status_code=200)
+
+    async def health(self, req: Request) -> Response:
+        """``GET /api/health``: liveness, Valkey reachability (503 when unreachable) and the agents."""
+        reachable = await self.buffer.ping()
+        body: dict[str, Any] = {
+            "status": "healthy" if reachable else "unhealthy",
+            "valkey": {"reachable": reachable, "address": self.buffer.settings.address},
+            "agents": [{"name": name} for name in self._agents.values()],
+            "agent_count": len(self._agents),
+        }
+        if not reachable:
+            body["error"] = "Valkey is unreachable."
+        return JSONResponse(body, status_code=200 if reachable else 503)
+
+    async def chat_page(self, req: Request) -> Response:
+        """``GET /api/chat``: the browser page that streams a turn with ``EventSource``."""
+        path = self.chat_page_path
+        if path is None or not path.is_file():
+            return json_error("The chat page is not installed (static/chat.html).", 404)
+        html = await asyncio.to_thread(path.read_text, encoding="utf-8")
+        return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
+
+    # ----- helpers -----
+
+    def _agent(self, req: Request) -> str:
+        name = req.path_params.get("name")
+        agent = self._agents.get(name.casefold()) if isinstance(name, str) else None
+        if agent is None:
+            raise RequestError(f"Agent {name!r} is not registered; agents: {', '.join(self._agents.values())}.", 404)
+        return agent
+
+    async def _start_turn(self, client: SupportsEntityClient, agent: str, run_input: RunInput) -> tuple[str, str]:
+        session_id = run_input.session_id or uuid.uuid4().hex
+        correlation_id = uuid.uuid4().hex
+        request = RunRequest(
+            message=run_input.message,
+            correlation_id=correlation_id,
+            request_response_format=REQUEST_RESPONSE_FORMAT_JSON if run_input.is_json else REQUEST_RESPONSE_FORMAT_TEXT,
+            role=run_input.role,
+            enable_tool_calls=run_input.enable_tool_calls,
+            created_at=datetime.now(UTC),
+            # Where the turn streams: the failure middleware reads it (see travel_agents._turn_failures).
+            options=turn_options(session_id, correlation_id),
+        )
+        await client.signal_entity(agent_entity_id(agent, session_id), "run", request.to_dict())
+        logger.info("Started turn %s of %s in session %s", correlation_id, agent, session_id)
+        return session_id, correlation_id
+
+    async def _wait_for_outcome(
+        self, client: SupportsEntityClient, agent: str, session_id: str, correlation_id: str
+    ) -> TurnOutcome:
+        outcome = TurnOutcome(status="pending")
+        for _ in range(self.max_poll_retries):
+            await asyncio.sleep(self.poll_interval_seconds)
+            try:
+                outcome = await read_turn_outcome(client, agent, session_id, correlation_id)
+            except Exception as error:  # the state may be momentarily unreadable; keep polling like the built-in
+                logger.warning("Reading the state of %s/%s failed: %s", agent, session_id, error)
+                continue
+            if outcome.status in ("completed", "failed"):
+                return outcome
+        return outcome
+
+    def _stream_response(
+        self, req: Request, chunks: Any, *, headers: dict[str, str], prelude: Sequence[str] = ()
+    ) -> StreamingResponse:
+        settings = self.stream_settings
+        if _wants_plain_text(req.headers.get("accept", "")):
+            body = text_body(
+                chunks, heartbeat_seconds=settings.heartbeat_seconds, max_duration_seconds=settings.max_duration_seconds
+            )
+            return StreamingResponse(body, media_type="text/plain; charset=utf-8", headers=headers)
+        body = sse_body(
+            chunks,
+            heartbeat_seconds=settings.heartbeat_seconds,
+            max_duration_seconds=settings.max_duration_seconds,
+            retry_ms=settings.retry_ms,
+            prelude=prelude,
+        )
+        return StreamingResponse(body, media_type="text/event-stream", headers={**_SSE_HEADERS, **headers})
+
+
+def _id_headers(session_id: str, correlation_id: str) -> dict[str, str]:
+    return {SESSION_ID_RESPONSE_HEADER: session_id, CORRELATION_ID_RESPONSE_HEADER: correlation_id}
+
+
+def _optional_id(value: str | None, name: str) -> str | None:
+    return None if value is None or value == "" else validate_id(value, name)
+
+
+def _wants_plain_text(accept: str) -> bool:
+    media_types = [part.split(";")[0].strip().lower() for part in accept.split(",")]
+    return "text/plain" in media_types and "text/event-stream" not in media_types
+
+
+def _valkey_unavailable() -> JSONResponse:
+    return json_error("Valkey is unavailable; try again shortly.", 503)

@@ -1,0 +1,61 @@
+"""Settings of the streaming routes, read from the app settings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_STREAM_MAX_DURATION_SECONDS = 200.0
+DEFAULT_STREAM_HEARTBEAT_SECONDS = 15.0
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """How long a stream response may last and how often it sends heartbeats.
+
+    Attributes:
+        max_duration_seconds: ``STREAM_MAX_DURATION_SECONDS``: a stream response ends itself after this
+            long with a ``retry:`` hint, well before Azure's front end cuts responses at about 230 s.
+        heartbeat_seconds: ``STREAM_HEARTBEAT_SECONDS``: an SSE comment is sent after this long without
+            an event, so proxies keep the idle connection open.
+        retry_ms: The reconnect delay suggested to clients when a stream response ends on time.
+    """
+
+    max_duration_seconds: float = DEFAULT_STREAM_MAX_DURATION_SECONDS
+    heartbeat_seconds: float = DEFAULT_STREAM_HEARTBEAT_SECONDS
+    retry_ms: int = 1000
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_duration_seconds <= 3600:
+            raise ValueError("max_duration_seconds must be more than 0 and at most 3600.")
+        if not 0 < self.heartbeat_seconds <= 3600:
+            raise ValueError("heartbeat_seconds must be more than 0 and at most 3600.")
+        if self.retry_ms < 0:
+            raise ValueError("retry_ms must not be negative.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> StreamSettings:
+        """Read ``STREAM_MAX_DURATION_SECONDS`` and ``STREAM_HEARTBEAT_SECONDS`` (default: process environment).
+
+        Raises:
+            ValueError: If a value is not a number in range; the message names the setting.
+        """
+        env = os.environ if environ is None else environ
+        return cls(
+            max_duration_seconds=_seconds(env, "STREAM_MAX_DURATION_SECONDS", DEFAULT_STREAM_MAX_DURATION_SECONDS),
+            heartbeat_seconds=_seconds(env, "STREAM_HEARTBEAT_SECONDS", DEFAULT_STREAM_HEARTBEAT_SECONDS),
+        )
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {raw!r}.") from None
+    if not 0 < value <= 3600:
+        raise ValueError(f"{name} must be more than 0 and at most 3600, got {raw!r}.")
+    return value

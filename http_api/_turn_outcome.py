@@ -1,0 +1,104 @@
+"""The committed outcome of a turn, read from the agent entity's durable state."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import azure.durable_functions as df
+from agent_framework_durabletask import (
+    AgentSessionId,
+    DurableAgentState,
+    DurableAgentStateErrorContent,
+    DurableAgentStateRequest,
+    DurableAgentStateResponse,
+)
+
+logger = logging.getLogger(__name__)
+
+TurnStatus = Literal["not_found", "pending", "completed", "failed"]
+
+
+class SupportsEntityClient(Protocol):
+    """The two durable client calls this app makes (a small surface a local host can provide)."""
+
+    async def signal_entity(self, entity_id: df.EntityId, operation_name: str, operation_input: Any = None, /) -> None:
+        """Signal an entity operation."""
+        ...
+
+    async def read_entity_state(self, entity_id: df.EntityId, /) -> Any:
+        """Read an entity's state: an object with ``entity_exists`` and ``entity_state``."""
+        ...
+
+
+@dataclass(frozen=True)
+class TurnOutcome:
+    """What the entity state says about one turn.
+
+    Attributes:
+        status: ``not_found`` (no such request yet), ``pending`` (requested, no response committed),
+            ``completed`` or ``failed``.
+        text: The committed answer of a completed turn.
+        error: The error message of a failed turn.
+        message_count: Requests and responses in the session's history.
+    """
+
+    status: TurnStatus
+    text: str | None = None
+    error: str | None = None
+    message_count: int = 0
+
+
+def agent_entity_id(agent_name: str, session_id: str) -> df.EntityId:
+    """The durable entity that runs ``agent_name`` for ``session_id``: ``dafx-{name}`` keyed by the session."""
+    return df.EntityId(name=AgentSessionId.to_entity_name(agent_name), key=session_id)
+
+
+async def read_turn_outcome(
+    client: SupportsEntityClient, agent_name: str, session_id: str, correlation_id: str
+) -> TurnOutcome:
+    """Read the committed outcome of turn ``correlation_id`` from the entity state.
+
+    Args:
+        client: The durable client.
+        agent_name: The agent.
+        session_id: The session (entity key).
+        correlation_id: The turn.
+
+    Returns:
+        The outcome; ``not_found`` when the entity or the request is not there (yet).
+    """
+    state_response = await client.read_entity_state(agent_entity_id(agent_name, session_id))
+    if not state_response or not state_response.entity_exists or not isinstance(state_response.entity_state, dict):
+        return TurnOutcome(status="not_found")
+    state = DurableAgentState.from_dict(state_response.entity_state)
+    return outcome_from_state(state, correlation_id)
+
+
+def outcome_from_state(state: DurableAgentState, correlation_id: str) -> TurnOutcome:
+    """Find turn ``correlation_id`` in a session's conversation history."""
+    history = state.data.conversation_history
+    requested = False
+    for entry in history:
+        if entry.correlation_id != correlation_id:
+            continue
+        if isinstance(entry, DurableAgentStateResponse):
+            # The entity marks failures with error content: its is_error flag is not persisted.
+            errors = [
+                content
+                for message in entry.messages
+                for content in message.contents
+                if isinstance(content, DurableAgentStateErrorContent)
+            ]
+            if errors:
+                error = "; ".join(
+                    f"{content.error_code}: {content.message}" if content.error_code else (content.message or "error")
+                    for content in errors
+                )
+                return TurnOutcome(status="failed", error=error, message_count=len(history))
+            text = "".join(message.text for message in entry.messages)
+            return TurnOutcome(status="completed", text=text, message_count=len(history))
+        if isinstance(entry, DurableAgentStateRequest):
+            requested = True
+    return TurnOutcome(status="pending" if requested else "not_found", message_count=len(history))

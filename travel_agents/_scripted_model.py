@@ -1,0 +1,132 @@
+"""An offline chat client that streams a fixed, multi-sentence answer: demos and tests need no model."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from typing import Any
+
+from agent_framework import (
+    BaseChatClient,
+    ChatResponse,
+    ChatResponseUpdate,
+    Content,
+    Message,
+    ResponseStream,
+)
+
+FAIL_MARKER = "#fail"
+"""A user message containing this makes the scripted model fail mid-stream and on the retry."""
+
+FLAKY_MARKER = "#flaky"
+"""A user message containing this makes only the streaming call fail; the non-streaming retry succeeds."""
+
+_ECHO_LIMIT = 200
+
+
+class ScriptedModelError(RuntimeError):
+    """Raised by the scripted model when asked to fail (a message containing ``#fail`` or ``#flaky``)."""
+
+
+class ScriptedChatClient(BaseChatClient):
+    """A deterministic chat client that needs no network.
+
+    It answers every message with the same short travel plan that quotes the user's last message, and
+    streams it in small chunks with a fixed delay between them, so a reader can watch a turn unfold.
+    ``#fail`` in the user's message makes it raise halfway through the stream (and on the
+    framework's non-streaming retry); ``#flaky`` makes only the streaming call fail.
+    """
+
+    OTEL_PROVIDER_NAME = "scripted"
+
+    def __init__(self, *, chunk_delay_seconds: float = 0.05, chunk_chars: int = 12) -> None:
+        """Create the scripted client.
+
+        Args:
+            chunk_delay_seconds: Pause before each streamed chunk, in seconds (0 streams as fast as possible).
+            chunk_chars: Approximate size of one chunk; chunks end on a word boundary.
+
+        Raises:
+            ValueError: If ``chunk_delay_seconds`` is negative or ``chunk_chars`` is less than 1.
+        """
+        if chunk_delay_seconds < 0:
+            raise ValueError("chunk_delay_seconds must not be negative.")
+        if chunk_chars < 1:
+            raise ValueError("chunk_chars must be at least 1.")
+        super().__init__()
+        self.chunk_delay_seconds = chunk_delay_seconds
+        self.chunk_chars = chunk_chars
+
+    def _inner_get_response(
+        self,
+        *,
+        messages: Sequence[Message],
+        stream: bool,
+        options: Mapping[str, Any],
+        **kwargs: Any,
+    ) -> Awaitable[ChatResponse] | ResponseStream[ChatResponseUpdate, ChatResponse]:
+        user_text = _last_user_text(messages)
+        answer = scripted_answer(user_text)
+        if stream:
+            return ResponseStream(
+                self._stream_chunks(answer, fail=FAIL_MARKER in user_text or FLAKY_MARKER in user_text),
+                finalizer=ChatResponse.from_updates,
+            )
+        return self._respond(answer, fail=FAIL_MARKER in user_text)
+
+    async def _respond(self, answer: str, *, fail: bool) -> ChatResponse:
+        if fail:
+            raise ScriptedModelError("The scripted model failed as asked (#fail in the message).")
+        return ChatResponse(messages=[Message(role="assistant", contents=[Content.from_text(answer)])])
+
+    async def _stream_chunks(self, answer: str, *, fail: bool) -> AsyncIterator[ChatResponseUpdate]:
+        chunks = split_into_chunks(answer, self.chunk_chars)
+        fail_at = len(chunks) // 2 if fail else -1
+        for index, chunk in enumerate(chunks):
+            if index == fail_at:
+                raise ScriptedModelError("The scripted model failed mid-stream as asked.")
+            if self.chunk_delay_seconds:
+                await asyncio.sleep(self.chunk_delay_seconds)
+            yield ChatResponseUpdate(role="assistant", contents=[Content.from_text(chunk)])
+
+
+def scripted_answer(user_text: str) -> str:
+    """Return the scripted model's answer to ``user_text`` (deterministic, several sentences)."""
+    quoted = " ".join(user_text.split())
+    if len(quoted) > _ECHO_LIMIT:
+        quoted = quoted[: _ECHO_LIMIT - 1] + "…"
+    return (
+        f'You asked: "{quoted}". '
+        "Here is a three-day plan that fits most city trips. "
+        "On day one, arrive early, drop your bags and walk the old town to get your bearings. "
+        "On day two, visit the main museum in the morning and take a food tour in the evening. "
+        "On day three, take a day trip to the coast or the hills and be back for a late dinner. "
+        "Pack light layers and comfortable shoes, and check the weather the day before you leave. "
+        "Have a great trip!"
+    )
+
+
+def split_into_chunks(text: str, chunk_chars: int) -> list[str]:
+    """Split ``text`` into chunks of about ``chunk_chars`` characters that end after a word.
+
+    Joining the chunks gives back ``text`` exactly.
+    """
+    pieces = re.findall(r"\S+\s*|\s+", text)
+    chunks: list[str] = []
+    current = ""
+    for piece in pieces:
+        current += piece
+        if len(current) >= chunk_chars:
+            chunks.append(current)
+            current = ""
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _last_user_text(messages: Sequence[Message]) -> str:
+    for message in reversed(messages):
+        if message.role == "user":
+            return message.text or ""
+    return ""

@@ -1,0 +1,115 @@
+"""Reports a failed agent turn to its stream readers as an ``error`` entry.
+
+Why a middleware: Agent Framework's durable entity calls the response callback only for turns that
+succeed. When ``run(stream=True)`` raises, the entity retries once with a non-streaming ``run()``;
+when that raises too, it records an error response in the entity state and calls no callback, so a
+reader following the turn would only stop at its idle timeout. Agent middleware wraps both calls,
+which makes it the one place of ours that sees the final failure as it happens. It needs to know
+which stream and turn to write to, and ``agent.run`` is given neither: the HTTP routes therefore
+put the session and correlation ids into the ``RunRequest`` options under a private key
+(:func:`turn_options`), which the entity forwards to ``agent.run(options=...)`` for both calls. The
+middleware takes the key out before the chat client sees the options, without mutating the dict
+the entity reuses for its retry.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from agent_framework import AgentContext, AgentMiddleware
+
+logger = logging.getLogger(__name__)
+
+TURN_OPTION_KEY = "_valkey_stream_turn"
+"""Private ``RunRequest.options`` key that carries the ids of the stream a turn writes to."""
+
+
+class SupportsWriteError(Protocol):
+    """What the middleware needs from the stream buffer (``ValkeyStreamBuffer`` has it)."""
+
+    def write_error(
+        self, conversation_id: str, message: str, *, correlation_id: str, agent: str | None = None
+    ) -> Awaitable[Any]:
+        """Append the terminal ``error`` entry of a turn."""
+        ...
+
+
+@dataclass(frozen=True)
+class StreamTurn:
+    """The stream (session) and turn (correlation) a run writes to."""
+
+    session_id: str
+    correlation_id: str
+
+
+def turn_options(session_id: str, correlation_id: str) -> dict[str, Any]:
+    """Return ``RunRequest`` options that tell :class:`TurnFailureReporter` where a turn streams.
+
+    Args:
+        session_id: The durable entity key, which is also the stream's conversation id.
+        correlation_id: The turn's correlation id.
+
+    Returns:
+        A dict to pass as ``RunRequest(options=...)``.
+    """
+    return {TURN_OPTION_KEY: {"session_id": session_id, "correlation_id": correlation_id}}
+
+
+class TurnFailureReporter(AgentMiddleware):
+    """Agent middleware that writes an ``error`` entry when a turn's agent run fails for good.
+
+    Only a failing non-streaming run is reported: a failing streaming run is followed by the
+    entity's non-streaming retry, whose outcome (answer or failure) is the turn's final one.
+    """
+
+    def __init__(self, sink: SupportsWriteError, *, describe: Callable[[BaseException], str] | None = None) -> None:
+        """Create the reporter.
+
+        Args:
+            sink: Where the error entry goes, usually the app's ``ValkeyStreamBuffer``.
+            describe: Turns the exception into the message readers see; defaults to ``"<Type>: <message>"``.
+        """
+        self._sink = sink
+        self._describe = describe or _describe_exception
+
+    async def process(self, context: AgentContext, call_next: Callable[[], Awaitable[None]]) -> None:
+        """Run the agent without the private option and report a final failure to the turn's stream."""
+        turn = _take_turn(context)
+        try:
+            await call_next()
+        except Exception as exc:
+            if turn is not None and not context.stream:
+                await self._report(turn, exc, agent_name=getattr(context.agent, "name", None))
+            raise
+
+    async def _report(self, turn: StreamTurn, exc: BaseException, *, agent_name: str | None) -> None:
+        try:
+            await self._sink.write_error(
+                turn.session_id, self._describe(exc), correlation_id=turn.correlation_id, agent=agent_name
+            )
+        except Exception:
+            # Reporting must never replace the agent's own error, which the entity commits.
+            logger.exception("Could not write the error entry of turn %s", turn.correlation_id)
+
+
+def _take_turn(context: AgentContext) -> StreamTurn | None:
+    options = context.options
+    if not isinstance(options, Mapping) or TURN_OPTION_KEY not in options:
+        return None
+    # A copy without the key: the chat client must not see it, and the entity passes the very same
+    # options dict to its non-streaming retry, which needs the key again.
+    context.options = {key: value for key, value in options.items() if key != TURN_OPTION_KEY}
+    raw = options[TURN_OPTION_KEY]
+    if not isinstance(raw, Mapping):
+        return None
+    session_id, correlation_id = raw.get("session_id"), raw.get("correlation_id")
+    if not isinstance(session_id, str) or not isinstance(correlation_id, str) or not session_id or not correlation_id:
+        return None
+    return StreamTurn(session_id=session_id, correlation_id=correlation_id)
+
+
+def _describe_exception(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
