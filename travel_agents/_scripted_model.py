@@ -9,12 +9,16 @@ from typing import Any
 
 from agent_framework import (
     BaseChatClient,
+    ChatMiddlewareLayer,
     ChatResponse,
     ChatResponseUpdate,
     Content,
+    FunctionInvocationLayer,
     Message,
     ResponseStream,
 )
+
+from ._tools import known_cities
 
 FAIL_MARKER = "#fail"
 """A user message containing this makes the scripted model fail mid-stream and on the retry."""
@@ -23,17 +27,24 @@ FLAKY_MARKER = "#flaky"
 """A user message containing this makes only the streaming call fail; the non-streaming retry succeeds."""
 
 _ECHO_LIMIT = 200
+_WEATHER_TOOL = "get_destination_weather"
+_MONTHS = (
+    "january", "february", "march", "april", "may", "june",
+    "july", "august", "september", "october", "november", "december",
+)  # fmt: skip
 
 
 class ScriptedModelError(RuntimeError):
     """Raised by the scripted model when asked to fail (a message containing ``#fail`` or ``#flaky``)."""
 
 
-class ScriptedChatClient(BaseChatClient):
+class ScriptedChatClient(FunctionInvocationLayer, ChatMiddlewareLayer, BaseChatClient):
     """A deterministic chat client that needs no network.
 
     It answers every message with the same short travel plan that quotes the user's last message, and
     streams it in small chunks with a fixed delay between them, so a reader can watch a turn unfold.
+    When the message names a known city and a month and the agent offers ``get_destination_weather``,
+    it first calls that tool, as a real model would, and quotes its result in the answer.
     ``#fail`` in the user's message makes it raise halfway through the stream (and on the
     framework's non-streaming retry); ``#flaky`` makes only the streaming call fail.
     """
@@ -67,13 +78,31 @@ class ScriptedChatClient(BaseChatClient):
         **kwargs: Any,
     ) -> Awaitable[ChatResponse] | ResponseStream[ChatResponseUpdate, ChatResponse]:
         user_text = _last_user_text(messages)
-        answer = scripted_answer(user_text)
+        tool_call = _weather_tool_call(user_text, options) if not _has_tool_result(messages) else None
+        if tool_call is not None:
+            return self._call_tool(tool_call, stream=stream)
+        answer = scripted_answer(user_text, tool_result=_last_tool_result(messages))
         if stream:
             return ResponseStream(
                 self._stream_chunks(answer, fail=FAIL_MARKER in user_text or FLAKY_MARKER in user_text),
                 finalizer=ChatResponse.from_updates,
             )
         return self._respond(answer, fail=FAIL_MARKER in user_text)
+
+    def _call_tool(
+        self, call: Content, *, stream: bool
+    ) -> Awaitable[ChatResponse] | ResponseStream[ChatResponseUpdate, ChatResponse]:
+        if stream:
+
+            async def one_update() -> AsyncIterator[ChatResponseUpdate]:
+                yield ChatResponseUpdate(role="assistant", contents=[call])
+
+            return ResponseStream(one_update(), finalizer=ChatResponse.from_updates)
+
+        async def respond() -> ChatResponse:
+            return ChatResponse(messages=[Message(role="assistant", contents=[call])])
+
+        return respond()
 
     async def _respond(self, answer: str, *, fail: bool) -> ChatResponse:
         if fail:
@@ -91,13 +120,20 @@ class ScriptedChatClient(BaseChatClient):
             yield ChatResponseUpdate(role="assistant", contents=[Content.from_text(chunk)])
 
 
-def scripted_answer(user_text: str) -> str:
-    """Return the scripted model's answer to ``user_text`` (deterministic, several sentences)."""
+def scripted_answer(user_text: str, *, tool_result: str | None = None) -> str:
+    """Return the scripted model's answer to ``user_text`` (deterministic, several sentences).
+
+    Args:
+        user_text: The user's last message, quoted at the start of the answer.
+        tool_result: The weather tool's result, quoted when the model called it.
+    """
     quoted = " ".join(user_text.split())
     if len(quoted) > _ECHO_LIMIT:
         quoted = quoted[: _ECHO_LIMIT - 1] + "…"
+    weather = f"Typical weather: {tool_result} " if tool_result else ""
     return (
         f'You asked: "{quoted}". '
+        f"{weather}"
         "Here is a three-day plan that fits most city trips. "
         "On day one, arrive early, drop your bags and walk the old town to get your bearings. "
         "On day two, visit the main museum in the morning and take a food tour in the evening. "
@@ -123,6 +159,35 @@ def split_into_chunks(text: str, chunk_chars: int) -> list[str]:
     if current:
         chunks.append(current)
     return chunks
+
+
+def _weather_tool_call(user_text: str, options: Mapping[str, Any]) -> Content | None:
+    tools = options.get("tools") or []
+    if not any(getattr(tool, "name", None) == _WEATHER_TOOL for tool in tools):
+        return None
+    words = re.findall(r"[a-z]+", user_text.lower())
+    city = next((word for word in words if word in known_cities()), None)
+    month = next((word for word in words if word in _MONTHS), None)
+    if city is None or month is None:
+        return None
+    return Content.from_function_call(
+        call_id=f"call_{city}_{month}", name=_WEATHER_TOOL, arguments={"city": city.title(), "month": month.title()}
+    )
+
+
+def _has_tool_result(messages: Sequence[Message]) -> bool:
+    return _last_tool_result(messages) is not None
+
+
+def _last_tool_result(messages: Sequence[Message]) -> str | None:
+    # Only results given after the user's last message count: an older turn's call is history.
+    for message in reversed(messages):
+        if message.role == "user":
+            return None
+        for content in message.contents:
+            if content.type == "function_result" and content.result is not None:
+                return str(content.result)
+    return None
 
 
 def _last_user_text(messages: Sequence[Message]) -> str:

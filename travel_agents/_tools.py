@@ -46,6 +46,11 @@ _SEASONS_BY_MONTH: dict[str, str] = {
 _NIGHTLY_BUDGET_EUR: dict[str, int] = {"lisbon": 140, "oslo": 230, "tokyo": 190, "seattle": 210}
 
 
+def known_cities() -> frozenset[str]:
+    """The cities the tools know, in lower case."""
+    return frozenset(_CLIMATE)
+
+
 @tool(name="get_destination_weather", description="Typical weather for a city in a given month.")
 def get_destination_weather(
     city: Annotated[str, Field(description="City name, e.g. Lisbon")],
