@@ -1,0 +1,134 @@
+"""A ``python -m devhost`` subprocess on free ports, for tests that drive the app over real HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+# Settings that must not leak from the developer's shell into a test host: the tests want the offline
+# scripted model and, unless they say otherwise, the host's embedded Valkey.
+_SCRUBBED = (
+    "VALKEY_HOST",
+    "VALKEY_PORT",
+    "VALKEY_URL",
+    "VALKEY_TLS",
+    "VALKEY_CLUSTER",
+    "VALKEY_USERNAME",
+    "VALKEY_PASSWORD",
+    "VALKEY_AUTH",
+    "AZURE_OPENAI_ENDPOINT",
+    "AZURE_OPENAI_DEPLOYMENT",
+    "STREAM_MAX_DURATION_SECONDS",
+    "SCRIPTED_CHUNK_DELAY_MS",
+)
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_accepts(address: str) -> bool:
+    """Whether something accepts TCP connections at ``host:port``."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class DevHostProcess:
+    """One running local host and where it serves."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api(self) -> str:
+        return f"{self.url}/api"
+
+    @classmethod
+    def start(
+        cls,
+        workdir: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
+        name: str = "devhost",
+        timeout: float = 90.0,
+    ) -> DevHostProcess:
+        """Start ``python -m devhost`` and wait until its health route answers 200.
+
+        Args:
+            workdir: Where the log and ready files go.
+            env: Settings on top of a scrubbed copy of this process's environment.
+            args: Extra command-line arguments (``--no-worker``, ``--backend``...).
+            name: A name for the log file.
+            timeout: Seconds to wait for the host to serve.
+        """
+        port = free_port()
+        ready_file = workdir / f"{name}-{port}.ready.json"
+        log_path = workdir / f"{name}-{port}.log"
+        child_env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
+        child_env.update(env or {})
+        command = [sys.executable, "-m", "devhost", "--port", str(port), "--ready-file", str(ready_file), *args]
+        with open(log_path, "wb") as log:
+            # Own session: if the host ever hangs, the whole group (valkey-server included) can go.
+            process = subprocess.Popen(
+                command, cwd=PROJECT_ROOT, env=child_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        host = cls(process=process, port=port, log_path=log_path)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"devhost exited with {process.returncode}:\n{host.log()}")
+            if ready_file.exists():
+                host.info = json.loads(ready_file.read_text())
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{host.api}/health", timeout=2).status_code == 200:
+                        return host
+            time.sleep(0.1)
+        host.kill()
+        raise RuntimeError(f"devhost did not serve within {timeout} s:\n{host.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """Stop the host as Ctrl-C does and return its exit code (killing the group if it hangs)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
