@@ -26,6 +26,14 @@ from durabletask.worker import ConcurrencyOptions, TaskHubGrpcWorker
 logger = logging.getLogger("devhost")
 
 
+class UnsupportedEntityKeyError(ValueError):
+    """An entity id the Durable Task SDK refuses (it has no room for ``@`` in names or keys).
+
+    The Functions durable extension accepts such keys, so this is a limit of the local backend, not
+    of the request: the host answers it with a 400 that says so rather than a 500.
+    """
+
+
 class LoopbackOrchestrationBackend(InMemoryOrchestrationBackend):
     """The in-memory backend, listening on one address only (loopback by default).
 
@@ -153,7 +161,10 @@ def _entity_instance_id(entity_id: Any) -> EntityInstanceId:
     key = getattr(entity_id, "key", None)
     if not isinstance(name, str) or not isinstance(key, str):
         raise TypeError("entityId must be an azure.durable_functions.EntityId with a name and a key")
-    return EntityInstanceId(name, key)
+    try:
+        return EntityInstanceId(name, key)
+    except ValueError as error:
+        raise UnsupportedEntityKeyError(f"the local Durable Task backend refuses this entity id: {error}") from error
 
 
 def agents_of(agents: Mapping[str, Any] | Iterable[Any]) -> list[Any]:

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from ._durable import UnsupportedEntityKeyError
 from ._routing import RouteTemplate
 
 logger = logging.getLogger("devhost")
@@ -195,6 +196,8 @@ class FunctionsHttpApp:
             else:
                 # The worker runs synchronous functions on its thread pool; so does this host.
                 result = await run_in_threadpool(function.handler, **kwargs)
+        except UnsupportedEntityKeyError as error:
+            return _json_error(400, str(error))
         except Exception:
             logger.exception("function %s failed", function.name)
             return _json_error(500, f"function {function.name} failed; see the host log")
