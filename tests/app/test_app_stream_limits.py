@@ -1,0 +1,114 @@
+"""Stream responses end on time with a ``retry:`` hint, send heartbeats while idle, and a Valkey outage
+gives 503 on the stream routes while a started turn still runs and commits."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from types import ModuleType
+
+import httpx
+import pytest
+from httpx_sse import aconnect_sse
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from http_api import AgentHttpApi, StreamSettings
+from tests.app.app_harness import DurableClientDouble, entity_functions, load_function_app, serve, starlette_app_for
+from tests.valkey_servers import free_port
+from valkey_buffer import ValkeyStreamBuffer
+
+
+@pytest.fixture
+async def short_stream_url(buffer: ValkeyStreamBuffer) -> AsyncIterator[str]:
+    """The resume route of an API whose responses last 1 s at most, with heartbeats every 0.2 s."""
+    api = AgentHttpApi(
+        buffer=buffer,
+        agent_names=["TravelAgent"],
+        stream_settings=StreamSettings(max_duration_seconds=1.0, heartbeat_seconds=0.2, retry_ms=1500),
+    )
+    app = Starlette(routes=[Route("/api/agent/stream/{session_id}", api.resume_stream)])
+    async with serve(app) as url:
+        yield url
+
+
+async def test_idle_stream_sends_heartbeats_then_ends_on_time_with_a_retry_hint(short_stream_url: str) -> None:
+    started = time.monotonic()
+    async with httpx.AsyncClient(base_url=short_stream_url, timeout=10) as http:
+        response = await http.get(f"/api/agent/stream/{uuid.uuid4().hex}")
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 200
+    assert response.text.count(": keep-alive\n\n") >= 3
+    assert response.text.endswith("retry: 1500\n\n")
+    assert 0.9 < elapsed < 3.0
+
+
+async def test_a_stream_cut_on_time_continues_from_last_event_id(
+    short_stream_url: str, buffer: ValkeyStreamBuffer
+) -> None:
+    session_id, correlation_id = uuid.uuid4().hex, uuid.uuid4().hex
+    await buffer.write_chunk(session_id, "Long ", correlation_id=correlation_id)
+    await buffer.write_chunk(session_id, "turn", correlation_id=correlation_id)
+    url = f"/api/agent/stream/{session_id}"
+    params = {"correlation_id": correlation_id}
+
+    async with httpx.AsyncClient(base_url=short_stream_url, timeout=10) as http:
+        async with aconnect_sse(http, "GET", url, params=params) as source:
+            first = [event async for event in source.aiter_sse()]
+        first_id = next(event.id for event in reversed(first) if event.data)
+        await buffer.write_completion(session_id, correlation_id=correlation_id)
+        async with aconnect_sse(http, "GET", url, params=params, headers={"Last-Event-ID": first_id}) as source:
+            second = [event async for event in source.aiter_sse()]
+
+    # httpx-sse reports the blank line after a heartbeat comment as an empty event (a browser's
+    # EventSource dispatches nothing there): leave those out.
+    first_events = [event for event in first if event.data or event.event != "message"]
+    assert [(event.event, event.data) for event in first_events] == [("message", "Long "), ("message", "turn")]
+    assert first[-1].retry == 1500
+    assert [event.event for event in second if event.data or event.event != "message"] == ["done"]
+
+
+async def test_valkey_outage_gives_503_on_stream_routes_while_a_started_turn_commits() -> None:
+    outage_app = load_function_app(
+        {
+            "VALKEY_HOST": "127.0.0.1",
+            "VALKEY_PORT": str(free_port()),  # nothing listens there
+            "VALKEY_REQUEST_TIMEOUT_MS": "200",
+            "SCRIPTED_CHUNK_DELAY_MS": "0",
+            "AZURE_OPENAI_ENDPOINT": "",
+            "AZURE_OPENAI_DEPLOYMENT": "",
+        },
+        f"function_app_outage_{uuid.uuid4().hex[:8]}",
+    )
+    _assert_is_module(outage_app)
+    durable = DurableClientDouble(entities=entity_functions(outage_app.app))
+    try:
+        async with (
+            serve(starlette_app_for(outage_app.app, durable)) as url,
+            httpx.AsyncClient(base_url=url, timeout=60) as http,
+        ):
+            health = await http.get("/api/health")
+            stream = await http.post("/api/agents/TravelAgent/stream", json={"message": "hi"})
+            resume = await http.get(f"/api/agent/stream/{uuid.uuid4().hex}")
+            assert [health.status_code, stream.status_code, resume.status_code] == [503, 503, 503]
+            assert all("error" in r.json() for r in (health, stream, resume))
+            assert durable.signals == [], "a stream that cannot be served starts no turn"
+
+            accepted = await http.post("/api/agents/TravelAgent/run", json={"message": "Commit me anyway"})
+            assert accepted.status_code == 202
+            await durable.wait_idle()
+            ids = accepted.json()
+            status = await http.get(
+                f"/api/agents/TravelAgent/sessions/{ids['session_id']}/turns/{ids['correlation_id']}"
+            )
+        assert status.status_code == 200
+        assert status.json()["status"] == "completed"
+        assert status.json()["response"].startswith('You asked: "Commit me anyway"')
+    finally:
+        await outage_app.buffer.aclose()
+
+
+def _assert_is_module(module: object) -> None:
+    assert isinstance(module, ModuleType)
