@@ -1,0 +1,126 @@
+"""function_app as the Python worker indexes it: routes, methods, auth levels, bindings, entities."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import uuid
+from types import ModuleType
+from typing import Any
+
+import azure.functions as func
+import pytest
+from fastapi import Request as FastApiRequest
+
+from tests.app.app_harness import ROOT, indexed_functions, load_function_app
+from travel_agents import TurnFailureReporter
+
+EXPECTED_HTTP = {
+    # function name: (route, methods, auth level, takes a durable client)
+    "agent_run": ("agents/{name}/run", ["POST"], "FUNCTION", True),
+    "agent_stream": ("agents/{name}/stream", ["POST"], "FUNCTION", True),
+    "agent_stream_resume": ("agent/stream/{session_id}", ["GET"], "FUNCTION", False),
+    "agent_turn_status": ("agents/{name}/sessions/{session_id}/turns/{correlation_id}", ["GET"], "FUNCTION", True),
+    "health": ("health", ["GET"], "ANONYMOUS", False),
+    "chat_page": ("chat", ["GET"], "ANONYMOUS", False),
+}
+
+
+@pytest.fixture(scope="module")
+def indexed() -> tuple[ModuleType, dict[str, dict[str, Any]]]:
+    """A fresh load of function_app.py and its functions' function.json, keyed by function name."""
+    module = load_function_app({}, f"function_app_indexed_{uuid.uuid4().hex[:8]}")
+    functions = {
+        function.get_function_name(): json.loads(function.get_function_json())
+        for function in indexed_functions(module.app)
+    }
+    return module, functions
+
+
+def test_every_route_is_indexed_with_its_methods_auth_level_and_bindings(
+    indexed: tuple[ModuleType, dict[str, dict[str, Any]]],
+) -> None:
+    _, functions = indexed
+    http = {name: spec for name, spec in functions.items() if not name.startswith("dafx-")}
+
+    assert set(http) == set(EXPECTED_HTTP)
+    for name, (route, methods, auth_level, durable_client) in EXPECTED_HTTP.items():
+        bindings = {binding["type"]: binding for binding in http[name]["bindings"]}
+        trigger = bindings["httpTrigger"]
+        assert (trigger["route"], trigger["methods"], trigger["authLevel"]) == (route, methods, auth_level), name
+        assert bindings["http"]["direction"] == "OUT"
+        assert ("durableClient" in bindings) is durable_client, name
+
+
+def test_one_entity_trigger_per_agent(indexed: tuple[ModuleType, dict[str, dict[str, Any]]]) -> None:
+    module, functions = indexed
+    entities = {
+        name: [binding["entityName"] for binding in spec["bindings"] if binding["type"] == "entityTrigger"]
+        for name, spec in functions.items()
+        if any(binding["type"] == "entityTrigger" for binding in spec["bindings"])
+    }
+
+    assert entities == {f"dafx-{agent.name}": [f"dafx-{agent.name}"] for agent in module.agents}
+    assert [agent.name for agent in module.agents] == ["TravelAgent"]
+
+
+def test_no_function_takes_a_classic_http_request(indexed: tuple[ModuleType, dict[str, dict[str, Any]]]) -> None:
+    module, _ = indexed
+    for function in indexed_functions(module.app):
+        handler = function.get_user_function()
+        handler = getattr(handler, "client_function", handler)
+        annotations = [parameter.annotation for parameter in inspect.signature(handler).parameters.values()]
+        assert func.HttpRequest not in annotations, function.get_function_name()
+        assert "HttpRequest" not in {getattr(a, "__name__", a) for a in annotations}
+        if function.get_trigger().type == "httpTrigger":
+            assert FastApiRequest in annotations, "HTTP streaming needs the FastAPI request type"
+
+
+def test_the_buffer_is_every_agents_callback_and_failure_sink(
+    indexed: tuple[ModuleType, dict[str, dict[str, Any]]],
+) -> None:
+    module, _ = indexed
+
+    assert module.app.default_callback is module.buffer
+    assert module.app.enable_http_endpoints is False
+    assert module.app.enable_health_check is False
+    for agent in module.agents:
+        reporters = [m for m in agent.agent_middleware if isinstance(m, TurnFailureReporter)]
+        assert len(reporters) == 1
+        assert reporters[0]._sink is module.buffer
+
+
+def test_importing_function_app_connects_to_nothing() -> None:
+    # Valkey and Azure OpenAI both point at a socket that records every connection attempt.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(0.5)
+        port = listener.getsockname()[1]
+        environ = {
+            **os.environ,
+            "VALKEY_HOST": "127.0.0.1",
+            "VALKEY_PORT": str(port),
+            "AZURE_OPENAI_ENDPOINT": f"http://127.0.0.1:{port}/",
+            "AZURE_OPENAI_DEPLOYMENT": "gpt-test",
+            "PYTHONPATH": str(ROOT),
+        }
+        script = textwrap.dedent(
+            """
+            import function_app
+            names = sorted(f.get_function_name() for f in function_app.app.get_functions())
+            print(type(function_app.agents[0].client).__name__, len(names))
+            """
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        with pytest.raises(TimeoutError):
+            listener.accept()
+    assert result.stdout.split() == ["OpenAIChatCompletionClient", "7"]
