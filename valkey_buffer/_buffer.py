@@ -16,7 +16,7 @@ from ._chunk import StreamChunk
 from ._connection import EntraTokenSource, GlideAnyClient, TokenCredential, create_client
 from ._errors import ValkeyUnavailableError
 from ._ids import parse_cursor, stream_key, validate_id
-from ._live_feed import LiveFeed, Subscription
+from ._live_feed import LiveFeed
 from ._settings import ValkeySettings
 from ._turn_writer import Fields, TurnWriter, WriteStats
 
@@ -227,7 +227,11 @@ class ValkeyStreamBuffer:
         feed = clients.feed()
         subscription = feed.subscribe(key, position)
         try:
-            async for chunk in self._follow(subscription, correlation_id, timeout):
+            while True:
+                chunk = await subscription.next_chunk(timeout)
+                # A synthetic error (no entry id: timeout, outage) ends every reader.
+                if chunk is None or (chunk.entry_id and not _wanted(chunk, correlation_id)):
+                    continue
                 yield chunk
                 if chunk.is_terminal:
                     return
@@ -384,26 +388,6 @@ class ValkeyStreamBuffer:
             raise ValkeyUnavailableError(f"Valkey at {self.settings.address} is unavailable: {error}") from error
         return [(_text(entry_id), fields) for entry_id, fields in (reply or {}).items()]
 
-    async def _follow(
-        self, subscription: Subscription, correlation_id: str | None, idle_seconds: float
-    ) -> AsyncIterator[StreamChunk]:
-        while True:
-            try:
-                item = await asyncio.wait_for(subscription.queue.get(), idle_seconds)
-            except TimeoutError:
-                yield StreamChunk(
-                    entry_id="",
-                    kind="error",
-                    error=f"no new entries for {idle_seconds:g} s: the producer may have stopped",
-                )
-                return
-            if isinstance(item, BaseException):
-                yield StreamChunk(entry_id="", kind="error", error=f"Valkey is unavailable: {item}")
-                return
-            chunk = self._parse(*item)
-            if chunk is not None and _wanted(chunk, correlation_id):
-                yield chunk
-
     def _parse(self, entry_id: str, fields: Any) -> StreamChunk | None:
         try:
             pairs = fields.items() if isinstance(fields, Mapping) else fields
@@ -440,6 +424,7 @@ class _LoopClients:
             settings = self._buffer.settings
             self._feed = LiveFeed(
                 self._connect_feed,
+                self._buffer._parse,
                 self._unblock,
                 block_ms=settings.read_block_ms,
                 cluster=settings.cluster,

@@ -6,33 +6,53 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from glide import ClosingError, ClusterBatch, StreamReadOptions
 
+from ._chunk import StreamChunk
 from ._connection import GlideAnyClient
 from ._ids import entry_id_after
 
 logger = logging.getLogger("valkey_buffer")
 
-RawEntry = tuple[str, Mapping[bytes, bytes] | list[list[bytes]]]
-
 
 class Subscription:
-    """One reader's place in the live feed: entries after ``position`` arrive in ``queue``."""
+    """One reader's place in the live feed: chunks after ``position`` arrive in ``queue``.
+
+    A malformed entry arrives as ``None`` (it still moves the position); a feed that gave up
+    delivers its exception.
+    """
 
     def __init__(self, key: str, position: str) -> None:
         self.key = key
         self.position = position
-        self.queue: asyncio.Queue[tuple[str, Any] | BaseException] = asyncio.Queue()
+        self.order = entry_id_after(position)
+        self.queue: asyncio.Queue[StreamChunk | BaseException | None] = asyncio.Queue()
 
-    def deliver(self, entries: list[tuple[str, Any]]) -> None:
-        after = entry_id_after(self.position)
-        for entry_id, fields in entries:
-            if entry_id_after(entry_id) > after:
-                self.queue.put_nowait((entry_id, fields))
-                self.position = entry_id
+    async def next_chunk(self, idle_seconds: float) -> StreamChunk | None:
+        """The next chunk; an ``error`` chunk when nothing came for ``idle_seconds`` or the feed failed."""
+        try:
+            # wait_for costs a task: only pay for it when there is nothing to take yet.
+            # (asyncio.timeout() here would not fire inside an outer wait_for on Python 3.11.)
+            item = (
+                self.queue.get_nowait()
+                if not self.queue.empty()
+                else await asyncio.wait_for(self.queue.get(), idle_seconds)
+            )
+        except TimeoutError:
+            message = f"no new entries for {idle_seconds:g} s: the producer may have stopped"
+            return StreamChunk(entry_id="", kind="error", error=message)
+        if isinstance(item, BaseException):
+            return StreamChunk(entry_id="", kind="error", error=f"Valkey is unavailable: {item}")
+        return item
+
+    def deliver(self, entries: list[tuple[tuple[int, int], str, StreamChunk | None]]) -> None:
+        for order, entry_id, chunk in entries:
+            if order > self.order:
+                self.queue.put_nowait(chunk)
+                self.position, self.order = entry_id, order
 
 
 class LiveFeed:
@@ -48,6 +68,7 @@ class LiveFeed:
 
     Args:
         connect: Creates the feed's client (called lazily, again after a failure).
+        parse: Turns an entry into a chunk (``None`` when malformed); called once per entry.
         unblock: Sends ``CLIENT UNBLOCK <id>`` over another connection.
         block_ms: How long one blocking read waits.
         cluster: Whether the server is a cluster.
@@ -57,6 +78,7 @@ class LiveFeed:
     def __init__(
         self,
         connect: Callable[[], Awaitable[GlideAnyClient]],
+        parse: Callable[[str, Any], StreamChunk | None],
         unblock: Callable[[int], Awaitable[bool]],
         *,
         block_ms: int,
@@ -66,6 +88,7 @@ class LiveFeed:
         batch_count: int = 512,
     ) -> None:
         self._connect = connect
+        self._parse = parse
         self._unblock = unblock
         self._block_ms = block_ms
         self._cluster = cluster
@@ -154,9 +177,7 @@ class LiveFeed:
                 await asyncio.sleep(self._poll_interval)
 
     async def _read_round(self, client: GlideAnyClient) -> bool:
-        positions = {
-            key: min((s.position for s in readers), key=entry_id_after) for key, readers in self._subscriptions.items()
-        }
+        positions = {key: min(readers, key=lambda s: s.order).position for key, readers in self._subscriptions.items()}
         if self._cluster:
             results = await self._poll(client, positions)
         else:
@@ -170,7 +191,10 @@ class LiveFeed:
             results = dict(reply or {})
         for raw_key, entries in results.items():
             key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
-            decoded = [(_text(entry_id), fields) for entry_id, fields in entries.items()]
+            decoded = []
+            for raw_id, fields in entries.items():
+                entry_id = _text(raw_id)
+                decoded.append((entry_id_after(entry_id), entry_id, self._parse(entry_id, fields)))
             for subscription in list(self._subscriptions.get(key, ())):
                 subscription.deliver(decoded)
         return bool(results)

@@ -80,7 +80,10 @@ async def test_valkey_restarted_mid_turn_the_writer_survives_and_readers_end(val
         assert time.monotonic() - outage_started < 10
 
         server.start()  # same port, empty data set
-        await asyncio.sleep(0.5)
+        for _ in range(100):  # GLIDE reconnects by itself, with backoff
+            if await buffer.ping():
+                break
+            await asyncio.sleep(0.1)
         after = [f"after{i} " for i in range(20)]
         for piece in after:
             await buffer.on_streaming_response_update(update(piece), ctx)

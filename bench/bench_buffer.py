@@ -1,0 +1,219 @@
+"""Benchmarks of valkey_buffer against one real valkey-server, printed side by side.
+
+Run: .venv/bin/python -m bench.bench_buffer   (starts its own valkey-server on loopback)
+
+Figures are ratios against baselines measured in the same run on the same server, not targets
+asserted by the test suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+
+import valkey.asyncio as valkey_py
+from glide import GlideClient, GlideClientConfiguration, NodeAddress
+
+from tests.valkey_servers import ValkeyProcess
+from valkey_buffer import ValkeySettings, ValkeyStreamBuffer
+
+
+def _sid() -> str:
+    return uuid.uuid4().hex
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _glide(server: ValkeyProcess) -> GlideClient:
+    return await GlideClient.create(GlideClientConfiguration([NodeAddress(server.host, server.port)]))
+
+
+async def callback_write_path(buffer: ValkeyStreamBuffer, chunks: int) -> float:
+    session = _sid()
+    started = time.perf_counter()
+    for i in range(chunks):
+        await buffer.write_chunk(session, f"token{i} ", correlation_id="t")
+    await buffer.write_completion(session, correlation_id="t")
+    return chunks / (time.perf_counter() - started)
+
+
+async def raw_glide_sequential(client: GlideClient, chunks: int) -> float:
+    key = f"agent-stream:{_sid()}"
+    started = time.perf_counter()
+    for i in range(chunks):
+        await client.xadd(key, [("text", f"token{i} "), ("sequence", str(i)), ("timestamp", "0")])
+    return chunks / (time.perf_counter() - started)
+
+
+async def reference_style(server: ValkeyProcess, chunks: int) -> float:
+    # The reference sample's writer: a new connection per chunk, XADD then EXPIRE.
+    key = f"agent-stream:{_sid()}"
+    started = time.perf_counter()
+    for i in range(chunks):
+        client = valkey_py.Valkey(host=server.host, port=server.port)
+        await client.xadd(key, {"text": f"token{i} ", "sequence": i, "timestamp": 0})
+        await client.expire(key, 3600)
+        await client.aclose()
+    return chunks / (time.perf_counter() - started)
+
+
+async def concurrent_turns(buffer: ValkeyStreamBuffer, turns: int, chunks: int) -> float:
+    started = time.perf_counter()
+    await asyncio.gather(*(callback_write_path(buffer, chunks) for _ in range(turns)))
+    return turns * chunks / (time.perf_counter() - started)
+
+
+async def raw_glide_concurrent(client: GlideClient, turns: int, chunks: int) -> float:
+    started = time.perf_counter()
+    await asyncio.gather(*(raw_glide_sequential(client, chunks) for _ in range(turns)))
+    return turns * chunks / (time.perf_counter() - started)
+
+
+async def fanout_latency(buffer: ValkeyStreamBuffer, streams: int, readers_per_stream: int, rounds: int):  # type: ignore[no-untyped-def]
+    sessions = [_sid() for _ in range(streams)]
+    latencies: list[float] = []
+    sent: dict[str, float] = {}
+    ready = asyncio.Event()
+    joined = 0
+
+    async def reader(session: str) -> None:
+        nonlocal joined
+        stream = buffer.read_stream(session, correlation_id="t", idle_timeout=30)
+        joined += 1
+        if joined == streams * readers_per_stream:
+            ready.set()
+        async for chunk in stream:
+            if chunk.kind == "message":
+                latencies.append(time.perf_counter() - sent[chunk.text])
+
+    tasks = [asyncio.create_task(reader(s)) for s in sessions for _ in range(readers_per_stream)]
+    await ready.wait()
+    await asyncio.sleep(0.5)  # let every reader join the live feed
+    for r in range(rounds):
+        for session in sessions:
+            text = f"{session}:{r}"
+            sent[text] = time.perf_counter()
+            await buffer.write_chunk(session, text, correlation_id="t")
+        await asyncio.sleep(0.02)
+    for session in sessions:
+        await buffer.write_completion(session, correlation_id="t")
+    await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    return latencies
+
+
+async def polling_latency(buffer: ValkeyStreamBuffer, samples: int) -> list[float]:
+    # Baseline: a reader that polls with a non-blocking read once a second.
+    session = _sid()
+    latencies: list[float] = []
+    sent: dict[str, float] = {}
+    done = asyncio.Event()
+
+    async def poller() -> None:
+        cursor = "0-0"
+        while not done.is_set():
+            for chunk in await buffer.read_available(session, cursor):
+                cursor = chunk.entry_id
+                if chunk.kind == "message":
+                    latencies.append(time.perf_counter() - sent[chunk.text])
+            await asyncio.sleep(1.0)
+
+    task = asyncio.create_task(poller())
+    for i in range(samples):
+        await asyncio.sleep(0.37)  # not in step with the poll interval
+        sent[str(i)] = time.perf_counter()
+        await buffer.write_chunk(session, str(i), correlation_id="t")
+    await asyncio.sleep(1.1)
+    done.set()
+    await task
+    return latencies
+
+
+def _connections(server: ValkeyProcess) -> int:
+    return sum(1 for line in str(server.command("CLIENT", "LIST")).splitlines() if "name=valkey-buffer" in line)
+
+
+async def resume_tail(buffer: ValkeyStreamBuffer, server: ValkeyProcess, entries: int) -> None:
+    session = _sid()
+    for i in range(entries):
+        await buffer.write_chunk(session, f"{i:05d}", correlation_id="t")
+    await buffer.write_completion(session, correlation_id="t")
+    everything = await buffer.read_available(session)
+    middle = everything[entries // 2 - 1].entry_id
+
+    def net_out() -> int:
+        info = str(server.command("INFO", "stats"))
+        return int(next(line.split(":")[1] for line in info.splitlines() if line.startswith("total_net_output_bytes")))
+
+    before = net_out()
+    started = time.perf_counter()
+    full = [c async for c in buffer.read_stream(session)]
+    full_time, full_bytes = time.perf_counter() - started, net_out() - before
+    before = net_out()
+    started = time.perf_counter()
+    tail = [c async for c in buffer.read_stream(session, middle)]
+    tail_time, tail_bytes = time.perf_counter() - started, net_out() - before
+    assert tail == full[entries // 2 :]
+    print(
+        f"resume from the middle of {entries} entries: read {len(tail)} entries ({len(full)} from the start); "
+        f"{tail_bytes / 1024:.0f} KiB vs {full_bytes / 1024:.0f} KiB sent by Valkey; "
+        f"{tail_time * 1000:.1f} ms vs {full_time * 1000:.1f} ms"
+    )
+
+
+async def main() -> None:
+    server = ValkeyProcess().start()
+    settings = ValkeySettings(host=server.host, port=server.port, stream_maxlen=None, read_block_ms=5000)
+    buffer = ValkeyStreamBuffer(settings)
+    raw = await _glide(server)
+    try:
+        chunks = 20_000
+        await callback_write_path(buffer, 1000)  # warm up the clients
+        ours = statistics.median([await callback_write_path(buffer, chunks) for _ in range(3)])
+        raw_seq = statistics.median([await raw_glide_sequential(raw, 5000) for _ in range(3)])
+        reference = await reference_style(server, 1000)
+        print(
+            f"write path, one turn: callback (group commit) {ours:,.0f} chunks/s | raw sequential GLIDE XADD "
+            f"{raw_seq:,.0f} chunks/s | reference style (connection per chunk, XADD+EXPIRE) {reference:,.0f} chunks/s"
+            f" | callback/raw {ours / raw_seq:.1f}x, callback/reference {ours / reference:.0f}x"
+        )
+
+        turns, per_turn = 100, 500
+        ours_c = await concurrent_turns(buffer, turns, per_turn)
+        raw_c = await raw_glide_concurrent(raw, turns, per_turn)
+        print(
+            f"{turns} concurrent turns x {per_turn} chunks: callback {ours_c:,.0f} chunks/s aggregate | "
+            f"raw concurrent GLIDE XADD {raw_c:,.0f} chunks/s | ratio {ours_c / raw_c:.2f}x"
+        )
+
+        fan = await fanout_latency(buffer, streams=10, readers_per_stream=1, rounds=100)
+        polled = await polling_latency(buffer, samples=15)
+        print(
+            f"delivery latency XADD -> reader: live feed p50 {_pct(fan, 0.5) * 1000:.2f} ms p99 "
+            f"{_pct(fan, 0.99) * 1000:.2f} ms (n={len(fan)}) | 1 s polling p50 {_pct(polled, 0.5) * 1000:.0f} ms "
+            f"p99 {_pct(polled, 0.99) * 1000:.0f} ms (n={len(polled)})"
+        )
+
+        many = asyncio.create_task(fanout_latency(buffer, streams=100, readers_per_stream=10, rounds=20))
+        await asyncio.sleep(2.0)
+        connections = _connections(server)
+        many_latencies = await many
+        print(
+            f"1,000 live readers over 100 streams: {connections} Valkey connections in use "
+            f"(writer + live feed), latency p50 {_pct(many_latencies, 0.5) * 1000:.2f} ms "
+            f"p99 {_pct(many_latencies, 0.99) * 1000:.2f} ms (n={len(many_latencies)})"
+        )
+
+        await resume_tail(buffer, server, 10_000)
+    finally:
+        await buffer.aclose()
+        await raw.close()
+        server.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
