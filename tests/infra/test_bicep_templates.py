@@ -9,6 +9,8 @@ and module calls that match the modules they call.
 
 from __future__ import annotations
 
+import ast
+import fnmatch
 import json
 import re
 from importlib.metadata import version
@@ -695,11 +697,23 @@ def test_funcignore_keeps_development_files_out_of_the_package() -> None:
     patterns = {
         line.strip()
         for line in (REPO_ROOT / ".funcignore").read_text().splitlines()
-        if line and not line.startswith("#")
+        if line.strip() and not line.startswith("#")
     }
-    assert {"tests/", "bench/", "infra/", ".venv/", ".venv-checkov/", "local.settings.json"} <= patterns
-    for shipped in ("function_app.py", "host.json", "requirements.txt", "valkey_buffer/"):
-        assert not any(shipped.startswith(pattern.rstrip("*")) for pattern in patterns), shipped
+    assert {"tests/", "bench/", "infra/", "devhost/", ".venv/", ".venv-checkov/", "local.settings.json"} <= patterns
+    # What the app needs at run time: its entry point, host.json, its requirements, the packages
+    # function_app.py imports from the repository, and the chat page it serves.
+    imported = {
+        (node.module or "").split(".")[0] if isinstance(node, ast.ImportFrom) else alias.name.split(".")[0]
+        for node in ast.walk(ast.parse((REPO_ROOT / "function_app.py").read_text()))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    local_packages = {f"{name}/" for name in imported if (REPO_ROOT / name).is_dir()}
+    assert "valkey_buffer/" in local_packages
+    for shipped in {"function_app.py", "host.json", "requirements.txt", "static/chat.html"} | local_packages:
+        assert not any(fnmatch.fnmatch(shipped, pattern) or shipped.startswith(pattern) for pattern in patterns), (
+            f"{shipped} would be left out of the deployment package"
+        )
 
 
 def test_ci_runs_checkov_from_its_own_virtual_environment() -> None:
