@@ -135,3 +135,22 @@ async def test_two_event_loops_get_their_own_clients(valkey_settings: ValkeySett
     assert text_of(chunks) == "from another loop"
     assert len(buffer._loops) == 2
     await buffer.aclose()
+
+
+async def test_a_reader_joining_a_blocked_live_feed_is_served_at_once(valkey_settings: ValkeySettings) -> None:
+    # The feed's blocking read waits up to read_block_ms; a new stream must not wait that long.
+    buffer = ValkeyStreamBuffer(ValkeySettings(**{**valkey_settings.__dict__, "read_block_ms": 30_000}))
+    try:
+        first, second = new_id(), new_id()
+        waiting = asyncio.create_task(collect(buffer, first, correlation_id="t"))
+        await asyncio.sleep(0.3)  # the feed is now blocked on the first stream only
+        joined = asyncio.create_task(collect(buffer, second, correlation_id="t"))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await stream_turn(buffer, second, "t", ["quick"])
+        assert text_of(await asyncio.wait_for(joined, 5)) == "quick"
+        assert time.monotonic() - started < 1.0
+        await stream_turn(buffer, first, "t", ["also"])
+        assert text_of(await asyncio.wait_for(waiting, 5)) == "also"
+    finally:
+        await buffer.aclose()
