@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from bicep_tree import INFRA, bicep_files, parse_bicep
+
+from tests.infra.bicep_tree import INFRA, bicep_files, parse_bicep
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
-from bicep_tree import (
+
+from tests.infra.bicep_tree import (
     INFRA,
     REPO_ROOT,
     bicep_files,
