@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,9 @@ SESSION_ID_RESPONSE_HEADER = "x-session-id"
 CORRELATION_ID_RESPONSE_HEADER = "x-correlation-id"
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
-Handler = Callable[..., Awaitable[Response]]
+
+class TurnNotStartedError(RuntimeError):
+    """The durable client could not signal the agent entity (answered with 503)."""
 
 
 class AgentHttpApi:
@@ -95,7 +97,10 @@ class AgentHttpApi:
             run_input = await parse_run_input(req)
         except RequestError as error:
             return json_error(error.message, error.status_code)
-        session_id, correlation_id = await self._start_turn(client, agent, run_input)
+        try:
+            session_id, correlation_id = await self._start_turn(client, agent, run_input)
+        except TurnNotStartedError as error:
+            return json_error(str(error), 503)
         payload: dict[str, Any] = {
             "response": "Agent request accepted",
             "message": run_input.message,
@@ -131,7 +136,10 @@ class AgentHttpApi:
             return json_error(error.message, error.status_code)
         if not await self.buffer.ping():
             return _valkey_unavailable()
-        session_id, correlation_id = await self._start_turn(client, agent, run_input)
+        try:
+            session_id, correlation_id = await self._start_turn(client, agent, run_input)
+        except TurnNotStartedError as error:
+            return json_error(str(error), 503)
         chunks = self.buffer.read_stream(session_id, None, correlation_id=correlation_id)
         start = {"agent": agent, SESSION_ID_FIELD: session_id, "correlation_id": correlation_id}
         return self._stream_response(
@@ -235,7 +243,13 @@ class AgentHttpApi:
             # Where the turn streams: the failure middleware reads it (see travel_agents._turn_failures).
             options=turn_options(session_id, correlation_id),
         )
-        await client.signal_entity(agent_entity_id(agent, session_id), "run", request.to_dict())
+        try:
+            await client.signal_entity(agent_entity_id(agent, session_id), "run", request.to_dict())
+        except Exception as error:
+            # The durable backend (task hub storage or scheduler) refused or is unreachable: not the
+            # client's mistake, and nothing was started, so the client may simply retry.
+            logger.exception("Could not signal the entity of %s for session %s", agent, session_id)
+            raise TurnNotStartedError("The turn could not be started; try again shortly.") from error
         logger.info("Started turn %s of %s in session %s", correlation_id, agent, session_id)
         return session_id, correlation_id
 

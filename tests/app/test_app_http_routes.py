@@ -10,6 +10,7 @@ from types import ModuleType
 
 import azure.durable_functions as df
 import httpx
+import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
 
 from tests.app.app_harness import DurableClientDouble, Signal
@@ -286,3 +287,19 @@ async def test_chat_page_is_served_as_html(http: httpx.AsyncClient) -> None:
 
 def _entity_id(signal: Signal) -> df.EntityId:
     return df.EntityId(signal.entity_name, signal.key)
+
+
+async def test_a_durable_backend_that_refuses_the_signal_gives_503(
+    http: httpx.AsyncClient, durable: DurableClientDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refuse(*args: object) -> None:
+        raise ConnectionError("task hub storage is unreachable")
+
+    monkeypatch.setattr(durable, "signal_entity", refuse)
+
+    run = await http.post(f"/api/agents/{AGENT}/run", content="hi")
+    stream = await http.post(f"/api/agents/{AGENT}/stream", content="hi")
+
+    assert [run.status_code, stream.status_code] == [503, 503]
+    assert "could not be started" in run.json()["error"]
+    assert "could not be started" in stream.json()["error"]
