@@ -451,6 +451,11 @@ def test_every_valkey_setting_in_the_buffer_is_known_here() -> None:
     assert read_by_buffer <= set(SETTINGS_THE_CODE_READS), sorted(read_by_buffer - set(SETTINGS_THE_CODE_READS))
 
 
+def test_local_settings_sample_uses_the_same_names() -> None:
+    sample = json.loads((REPO_ROOT / "local.settings.sample.json").read_text())["Values"]
+    assert set(sample) <= set(SETTINGS_THE_CODE_READS), sorted(set(sample) - set(SETTINGS_THE_CODE_READS))
+
+
 # --- Azure Managed Redis ---------------------------------------------------------------------------
 
 
