@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from agent_framework import (
@@ -95,19 +96,21 @@ class ScriptedChatClient(FunctionInvocationLayer, ChatMiddlewareLayer, BaseChatC
         if stream:
 
             async def one_update() -> AsyncIterator[ChatResponseUpdate]:
-                yield ChatResponseUpdate(role="assistant", contents=[call])
+                yield ChatResponseUpdate(role="assistant", contents=[call], created_at=_now())
 
             return ResponseStream(one_update(), finalizer=ChatResponse.from_updates)
 
         async def respond() -> ChatResponse:
-            return ChatResponse(messages=[Message(role="assistant", contents=[call])])
+            return ChatResponse(messages=[Message(role="assistant", contents=[call])], created_at=_now())
 
         return respond()
 
     async def _respond(self, answer: str, *, fail: bool) -> ChatResponse:
         if fail:
             raise ScriptedModelError("The scripted model failed as asked (#fail in the message).")
-        return ChatResponse(messages=[Message(role="assistant", contents=[Content.from_text(answer)])])
+        return ChatResponse(
+            messages=[Message(role="assistant", contents=[Content.from_text(answer)])], created_at=_now()
+        )
 
     async def _stream_chunks(self, answer: str, *, fail: bool) -> AsyncIterator[ChatResponseUpdate]:
         chunks = split_into_chunks(answer, self.chunk_chars)
@@ -117,7 +120,7 @@ class ScriptedChatClient(FunctionInvocationLayer, ChatMiddlewareLayer, BaseChatC
                 raise ScriptedModelError("The scripted model failed mid-stream as asked.")
             if self.chunk_delay_seconds:
                 await asyncio.sleep(self.chunk_delay_seconds)
-            yield ChatResponseUpdate(role="assistant", contents=[Content.from_text(chunk)])
+            yield ChatResponseUpdate(role="assistant", contents=[Content.from_text(chunk)], created_at=_now())
 
 
 def scripted_answer(user_text: str, *, tool_result: str | None = None) -> str:
@@ -188,6 +191,11 @@ def _last_tool_result(messages: Sequence[Message]) -> str | None:
             if content.type == "function_result" and content.result is not None:
                 return str(content.result)
     return None
+
+
+def _now() -> str:
+    # The durable state records when a response was created; without it the framework logs a warning.
+    return datetime.now(UTC).isoformat()
 
 
 def _last_user_text(messages: Sequence[Message]) -> str:
