@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from agent_framework_durabletask import (
 from azurefunctions.extensions.http.fastapi import HTMLResponse, JSONResponse, Request, Response, StreamingResponse
 
 from travel_agents import turn_options
-from valkey_buffer import StreamInputError, ValkeyStreamBuffer, encode_sse_event, parse_cursor, validate_id
+from valkey_buffer import StreamChunk, StreamInputError, ValkeyStreamBuffer, encode_sse_event, parse_cursor, validate_id
 
 from ._event_stream import sse_body, text_body
 from ._responses import RequestError, json_error
@@ -269,7 +269,7 @@ class AgentHttpApi:
         return outcome
 
     def _stream_response(
-        self, req: Request, chunks: Any, *, headers: dict[str, str], prelude: Sequence[str] = ()
+        self, req: Request, chunks: AsyncIterator[StreamChunk], *, headers: dict[str, str], prelude: Sequence[str] = ()
     ) -> StreamingResponse:
         settings = self.stream_settings
         if _wants_plain_text(req.headers.get("accept", "")):
