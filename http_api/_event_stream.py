@@ -79,22 +79,27 @@ async def text_body(
     heartbeat_seconds: float,
     max_duration_seconds: float,
 ) -> AsyncIterator[str]:
-    """Yield the turn's text as plain text; a ``replace`` or an error is written out in words.
+    """Yield the turn's text as plain text; a ``replace``, an error or the time limit is written out in words.
 
     Args:
         chunks: The buffer's reader (``read_stream``); it is closed when the body ends.
         heartbeat_seconds: How often the reader is checked while idle (plain text has no heartbeat).
-        max_duration_seconds: End after this long; the client resumes with ``cursor``.
+        max_duration_seconds: End after this long, with a last line that names the ``cursor`` to resume from.
 
     Yields:
         Text.
     """
     sent = ""
+    last_id = ""
     async with contextlib.aclosing(_paced(chunks, heartbeat_seconds, max_duration_seconds)) as paced:
         async for item in paced:
             if isinstance(item, _Unavailable):
                 yield f"\n[error] {item.message}\n"
+            elif isinstance(item, _TimeUp):
+                # Plain text has no event ids: say where to resume from.
+                yield f"\n[time limit of this response reached; resume with cursor={last_id or '0'}]\n"
             elif isinstance(item, StreamChunk):
+                last_id = item.entry_id or last_id
                 if item.kind == "message":
                     sent += item.text
                     yield item.text

@@ -3,6 +3,7 @@ gives 503 on the stream routes while a started turn still runs and commits."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -112,3 +113,27 @@ async def test_valkey_outage_gives_503_on_stream_routes_while_a_started_turn_com
 
 def _assert_is_module(module: object) -> None:
     assert isinstance(module, ModuleType)
+
+
+async def test_plain_text_stream_cut_on_time_names_the_cursor_to_resume_from(
+    short_stream_url: str, buffer: ValkeyStreamBuffer
+) -> None:
+    session_id, correlation_id = uuid.uuid4().hex, uuid.uuid4().hex
+    await buffer.write_chunk(session_id, "Half a ", correlation_id=correlation_id)
+    await buffer.write_chunk(session_id, "turn", correlation_id=correlation_id)
+    reader = buffer.read_stream(session_id, correlation_id=correlation_id)  # writes are queued: wait for both
+    async with asyncio.timeout(5):
+        last = [await anext(reader), await anext(reader)][-1]
+    await reader.aclose()
+    url = f"/api/agent/stream/{session_id}"
+
+    async with httpx.AsyncClient(base_url=short_stream_url, timeout=10) as http:
+        cut = await http.get(url, params={"correlation_id": correlation_id}, headers={"Accept": "text/plain"})
+        await buffer.write_chunk(session_id, ", then the rest.", correlation_id=correlation_id)
+        await buffer.write_completion(session_id, correlation_id=correlation_id)
+        rest = await http.get(
+            url, params={"correlation_id": correlation_id, "cursor": last.entry_id}, headers={"Accept": "text/plain"}
+        )
+
+    assert cut.text == f"Half a turn\n[time limit of this response reached; resume with cursor={last.entry_id}]\n"
+    assert rest.text == ", then the rest."
