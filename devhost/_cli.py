@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import errno
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -92,11 +93,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     # SIGTERM stops the host the way Ctrl-C does: every part is stopped, nothing is left running.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    host = LocalHost(options)
     try:
-        asyncio.run(LocalHost(options).serve(sock))
+        host.start()
+        asyncio.run(host.serve(sock))
     except KeyboardInterrupt:
         pass
     finally:
         sock.close()
+
+        def force(signum: int, frame: object) -> None:
+            host.force_stop()
+            os._exit(130)
+
+        # Stopping takes a moment (the worker finishes its gRPC calls); a second Ctrl-C cuts it short.
+        signal.signal(signal.SIGINT, force)
+        signal.signal(signal.SIGTERM, force)
+        print("devhost: stopping...", flush=True)
+        host.stop()
     print("devhost: stopped", flush=True)
     return 0

@@ -13,7 +13,7 @@ import inspect
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,12 +138,20 @@ class FunctionsHttpApp:
         functions: The HTTP functions from :func:`http_functions_of`.
         durable_client: The object handed to every ``durableClient`` binding.
         landing_route: Where ``GET /`` redirects to (the chat page), if anywhere.
+        on_shutdown: Awaited when the server shuts down (ASGI lifespan), on the serving loop.
     """
 
-    def __init__(self, functions: list[HttpFunction], durable_client: Any, landing_route: str | None = None) -> None:
+    def __init__(
+        self,
+        functions: list[HttpFunction],
+        durable_client: Any,
+        landing_route: str | None = None,
+        on_shutdown: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._functions = functions
         self._durable_client = durable_client
         self._landing_route = landing_route
+        self._on_shutdown = on_shutdown
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -160,6 +168,8 @@ class FunctionsHttpApp:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._on_shutdown is not None:
+                    await self._on_shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -96,29 +96,8 @@ class LocalHost:
         self._client: DurableClientShim | None = None
         self._app_module: Any = None
 
-    async def serve(self, sock: socket.socket) -> None:
-        """Start every part, serve HTTP on ``sock`` until asked to stop, then stop every part."""
-        try:
-            self._start_parts()
-            functions, others = http_functions_of(self._app_module.app, _route_prefix(PROJECT_ROOT))
-            landing = next((f.route.template for f in functions if f.route.template.endswith("/chat")), None)
-            asgi = FunctionsHttpApp(functions, self._client, landing_route=landing)
-            self._print_banner(functions, others)
-            config = uvicorn.Config(
-                asgi,
-                lifespan="off",
-                log_level="info" if self.options.verbose else "warning",
-                access_log=self.options.verbose,
-                # Open SSE streams would hold a graceful shutdown forever; readers resume anyway.
-                timeout_graceful_shutdown=2,
-                timeout_keep_alive=30,
-            )
-            server = uvicorn.Server(config)
-            await server.serve(sockets=[sock])
-        finally:
-            await self._stop_parts()
-
-    def _start_parts(self) -> None:
+    def start(self) -> None:
+        """Start Valkey (unless configured), import the app, start the backend (unless shared) and the worker."""
         opts = self.options
         if configured_valkey(os.environ) is None:
             self._valkey = EmbeddedValkey()
@@ -142,29 +121,58 @@ class LocalHost:
                 max_concurrent_turns=opts.max_concurrent_turns,
             )
 
-    async def _stop_parts(self) -> None:
-        # Reverse order: stop taking turns, drop connections, then stop the servers they talk to.
-        if self._worker is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(self._worker.stop)
-            self._worker = None
+    async def serve(self, sock: socket.socket) -> None:
+        """Serve the app's HTTP functions on ``sock`` until Ctrl-C or SIGTERM (call :meth:`start` first)."""
+        functions, others = http_functions_of(self._app_module.app, _route_prefix(PROJECT_ROOT))
+        landing = next((f.route.template for f in functions if f.route.template.endswith("/chat")), None)
+        asgi = FunctionsHttpApp(functions, self._client, landing_route=landing, on_shutdown=self._close_connections)
+        config = uvicorn.Config(
+            asgi,
+            lifespan="on",
+            log_level="info" if self.options.verbose else "warning",
+            access_log=self.options.verbose,
+            # Open SSE streams would hold a graceful shutdown forever; their readers resume anyway.
+            timeout_graceful_shutdown=2,
+            timeout_keep_alive=30,
+        )
+        server = uvicorn.Server(config)
+        self._print_banner(functions, others)
+        await server.serve(sockets=[sock])
+
+    async def _close_connections(self) -> None:
+        # Runs in the ASGI lifespan shutdown, on the serving loop, before uvicorn hands the signal on
+        # (after that, asyncio cancels whatever the loop still awaits).
         if self._client is not None:
             with contextlib.suppress(Exception):
-                await self._client.aclose()
+                await asyncio.wait_for(self._client.aclose(), timeout=3)
         buffer = getattr(self._app_module, "buffer", None)
         if buffer is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(buffer.aclose(), timeout=5)
+                await asyncio.wait_for(buffer.aclose(), timeout=3)
+
+    def stop(self) -> None:
+        """Stop every part that was started, in reverse order (idempotent, never raises)."""
+        if self._worker is not None:
+            with contextlib.suppress(Exception):
+                self._worker.stop()
+            self._worker = None
         if self._backend is not None:
             with contextlib.suppress(Exception):
                 self._backend.stop(grace=1)
             self._backend = None
         if self._valkey is not None:
-            self._valkey.stop()
+            with contextlib.suppress(Exception):
+                self._valkey.stop()
             self._valkey = None
         if self.options.ready_file:
             with contextlib.suppress(OSError):
                 os.unlink(self.options.ready_file)
+
+    def force_stop(self) -> None:
+        """Kill what would outlive the process (the embedded valkey-server) when a second Ctrl-C cuts the stop short."""
+        if self._valkey is not None:
+            with contextlib.suppress(Exception):
+                self._valkey.kill()
 
     def _print_banner(self, functions: list[HttpFunction], others: list[str]) -> None:
         opts = self.options

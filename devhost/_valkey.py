@@ -58,6 +58,12 @@ class EmbeddedValkey:
         target["VALKEY_HOST"] = self._server.host
         target["VALKEY_PORT"] = str(self._server.port)
 
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.terminate()
+
     def stop(self) -> None:
         """Stop the server (idempotent)."""
         server, self._server = self._server, None

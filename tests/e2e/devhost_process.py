@@ -94,6 +94,8 @@ class DevHostProcess:
         ready_file = workdir / f"{name}-{port}.ready.json"
         log_path = workdir / f"{name}-{port}.log"
         child_env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
+        # A host that hangs on its way out is sent SIGABRT: this makes it print every thread's stack first.
+        child_env["PYTHONFAULTHANDLER"] = "1"
         child_env.update(env or {})
         command = [sys.executable, "-m", "devhost", "--port", str(port), "--ready-file", str(ready_file), *args]
         with open(log_path, "wb") as log:
@@ -118,13 +120,16 @@ class DevHostProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def stop(self, timeout: float = 30.0) -> int:
+    def stop(self, timeout: float = 20.0) -> int:
         """Stop the host as Ctrl-C does and return its exit code (killing the group if it hangs)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
+                self.process.send_signal(signal.SIGABRT)  # stacks into the log, for whoever looks
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(5)
                 self.kill()
         return self.process.returncode
 

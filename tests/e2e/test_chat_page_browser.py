@@ -1,0 +1,101 @@
+"""The chat page in Debian's Chromium (headless, through Playwright): a turn survives a network cut mid-answer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.e2e.devhost_process import PROJECT_ROOT, DevHostProcess
+from tests.e2e.sse_turns import committed_turn
+from tests.e2e.tcp_cut_proxy import TcpCutProxy
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOT = PROJECT_ROOT / "test-output" / "e2e" / "chat_page_after_network_cut.png"
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def page_host(devhost_workdir: Path) -> Iterator[DevHostProcess]:
+    """A host whose answers take a few seconds (about 30 chunks, 120 ms apart), long enough to cut one."""
+    host = DevHostProcess.start(devhost_workdir, env={"SCRIPTED_CHUNK_DELAY_MS": "120"}, name="browser")
+    yield host
+    host.stop()
+
+
+@pytest.fixture
+def proxy(page_host: DevHostProcess) -> Iterator[TcpCutProxy]:
+    cut_proxy = TcpCutProxy(page_host.port)
+    yield cut_proxy
+    cut_proxy.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        # Debian's Chromium, never a downloaded browser build.
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield chromium
+        chromium.close()
+
+
+def _turn(page: Page, index: int, expression: str) -> object:
+    return page.evaluate(f"(() => {{ const turn = window.chatState.turns[{index}]; return {expression}; }})()")
+
+
+def test_page_resumes_after_a_network_cut_and_shows_the_committed_answer_once(
+    browser: Browser, proxy: TcpCutProxy, page_host: DevHostProcess
+) -> None:
+    context = browser.new_context(viewport={"width": 1000, "height": 700})
+    page = context.new_page()
+    page.goto(f"http://127.0.0.1:{proxy.port}/api/chat?code=local-test-key")
+    page.wait_for_function("window.chatState.agent !== null")
+
+    page.fill("#message", "Three days in Lisbon, please")
+    page.click("#send")
+    page.wait_for_function("window.chatState.turns.length === 1 && window.chatState.turns[0].events >= 4")
+
+    # The link drops mid-answer: open connections are reset and the browser goes offline for a while.
+    assert proxy.cut() >= 1
+    context.set_offline(True)
+    page.wait_for_function("document.querySelector('#connection').textContent.includes('lost')")
+    events_during_outage = _turn(page, 0, "turn.events")
+    page.wait_for_timeout(1500)
+    context.set_offline(False)
+    proxy.restore()
+
+    page.wait_for_function("window.chatState.turns[0].status !== null", timeout=60_000)
+    session_id, correlation_id = _turn(page, 0, "[turn.sessionId, turn.correlationId]")
+    agent = page.evaluate("window.chatState.agent")
+    with httpx.Client(timeout=30) as client:
+        committed = committed_turn(client, page_host.api, agent, session_id, correlation_id)
+
+    assert committed["status"] == "completed"
+    assert _turn(page, 0, "turn.status") == "completed"
+    # The whole answer, exactly once: a chunk sent twice or lost at the seam would show here.
+    assert _turn(page, 0, "turn.text") == committed["response"]
+    assert page.locator(".turn .answer").first.inner_text() == committed["response"].strip()
+    assert _turn(page, 0, "turn.reconnects") >= 1
+    assert _turn(page, 0, "turn.events") > events_during_outage
+    assert "reconnected" in page.locator(".turn .meta").first.inner_text()
+    assert "committed: completed" in page.locator(".turn .meta").first.inner_text()
+
+    # A failing turn in the same conversation shows the error and the failed commit.
+    page.fill("#message", "and now #fail")
+    page.click("#send")
+    page.wait_for_function("window.chatState.turns.length === 2 && window.chatState.turns[1].status !== null")
+    assert _turn(page, 1, "turn.outcome") == "error"
+    assert _turn(page, 1, "turn.status") == "failed"
+    assert _turn(page, 1, "turn.sessionId") == session_id
+
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    print(f"\nchat page screenshot: {SCREENSHOT}")
+    context.close()
