@@ -124,8 +124,9 @@ bad_run_bodies = st.one_of(
     st.fixed_dictionaries(
         {"message": st.one_of(st.just(""), st.just("   "), json_values.filter(lambda v: not isinstance(v, str)))}
     ).map(lambda d: (json.dumps(d).encode(), "application/json")),
-    # A fine message with a hostile session id.
-    hostile_ids.filter(lambda s: s != "" and not _is_valid_id(s)).map(
+    # A fine message with a hostile session id (the route trims blanks around it, and a blank one
+    # counts as "no session": a new one starts).
+    hostile_ids.filter(lambda s: s.strip() != "" and not _is_valid_id(s.strip())).map(
         lambda s: (json.dumps({"message": "hi", "session_id": s}).encode(), "application/json")
     ),
     # An empty plain-text body.
