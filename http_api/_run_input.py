@@ -54,9 +54,10 @@ async def parse_run_input(req: Request) -> RunInput:
     The body is JSON ``{"message": ..., "session_id": ..., "wait_for_response": ..., "role": ...,
     "enable_tool_calls": ...}`` (``Content-Type: application/json`` or ``*+json``) or plain text, the
     message itself. The session id may also come from the ``session_id`` query value or the
-    ``x-ms-session-id`` header (``thread_id`` is accepted as the older name); different values are
-    refused. ``wait_for_response`` comes from the ``x-ms-wait-for-response`` header, the query, or the
-    body, in that order, as for the built-in route; it defaults to false here.
+    ``x-ms-session-id`` header (``thread_id`` is accepted as the older name); a given id must be
+    valid (an empty one too is refused) and different values are refused. ``wait_for_response``
+    comes from the ``x-ms-wait-for-response`` header, the query, or the body, in that order, as for
+    the built-in route; it defaults to false here.
 
     Args:
         req: The HTTP request.
@@ -131,20 +132,17 @@ def _session_id(req: Request, body: Mapping[str, Any]) -> str | None:
             value = source.get(name)
             if value is None:
                 continue
-            if not isinstance(value, str):
-                raise RequestError(f"{name} in the {source_name} must be a string.")
-            if value.strip():
-                candidates[f"{name} in the {source_name}"] = value.strip()
+            # A session id that is given must be valid: an empty or blank one is refused rather than
+            # silently starting a new session the caller did not ask for.
+            try:
+                candidates[f"{name} in the {source_name}"] = validate_id(value, "session_id")
+            except InvalidIdError as error:
+                raise RequestError(f"{error} ({name} in the {source_name})") from None
     distinct = set(candidates.values())
     if len(distinct) > 1:
         listed = ", ".join(f"{where}={value!r}" for where, value in sorted(candidates.items()))
         raise RequestError(f"Conflicting session identifiers supplied: {listed}")
-    if not distinct:
-        return None
-    try:
-        return validate_id(distinct.pop(), "session_id")
-    except InvalidIdError as error:
-        raise RequestError(str(error)) from None
+    return distinct.pop() if distinct else None
 
 
 def _wait_for_response(req: Request, body: Mapping[str, Any]) -> bool:

@@ -31,6 +31,10 @@ CASES: list[tuple[str, str, str, dict[str, Any], int]] = [
     ("run: session id with a path", "POST", RUN, {"json": {"message": "hi", "session_id": "../other"}}, 400),
     ("run: session id with glob", "POST", RUN, {"json": {"message": "hi", "session_id": "agent*"}}, 400),
     ("run: session id is a number", "POST", RUN, {"json": {"message": "hi", "session_id": 7}}, 400),
+    ("run: empty session id", "POST", RUN, {"json": {"message": "hi", "session_id": ""}}, 400),
+    ("run: blank session id", "POST", RUN, {"json": {"message": "hi", "session_id": "\r"}}, 400),
+    ("run: empty session id in the query", "POST", RUN, {"content": b"hi", "params": {"session_id": ""}}, 400),
+    ("run: session id with a newline", "POST", RUN, {"json": {"message": "hi", "thread_id": "abc\n"}}, 400),
     (
         "run: session id with a space in the header",
         "POST",
