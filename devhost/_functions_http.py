@@ -9,17 +9,19 @@ response object it returns as it is, streaming included.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from ._durable import UnsupportedEntityKeyError
@@ -152,6 +154,15 @@ class FunctionsHttpApp:
         self._durable_client = durable_client
         self._landing_route = landing_route
         self._on_shutdown = on_shutdown
+        self._closing = asyncio.Event()
+
+    def end_streams(self) -> None:
+        """End every streaming response at its next step, as a stream that reached its time limit ends.
+
+        Called when the server starts shutting down: open SSE responses would otherwise hold the
+        shutdown until they are cancelled mid-write. Their clients resume with ``Last-Event-ID``.
+        """
+        self._closing.set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -160,7 +171,32 @@ class FunctionsHttpApp:
         if scope["type"] != "http":
             return
         response = await self._dispatch(scope, receive)
+        if isinstance(response, StreamingResponse):
+            response.body_iterator = self._until_closing(response.body_iterator)
         await response(scope, receive, send)
+
+    async def _until_closing(self, body: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            while True:
+                step = asyncio.ensure_future(anext(body))
+                await asyncio.wait((step, closing), return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():
+                    step.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await step
+                    return
+                try:
+                    item = step.result()
+                except StopAsyncIteration:
+                    return
+                yield item
+        finally:
+            closing.cancel()
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

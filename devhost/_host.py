@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,18 @@ def _describe_model(agent: Any) -> str:
     return f"{kind} ({model})" if model else kind
 
 
+class _DevServer(uvicorn.Server):
+    """uvicorn, ending the app's open streams as soon as shutdown starts instead of cancelling them later."""
+
+    def __init__(self, config: uvicorn.Config, app: FunctionsHttpApp) -> None:
+        super().__init__(config)
+        self._functions_app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._functions_app.end_streams()
+        await super().shutdown(sockets)
+
+
 class LocalHost:
     """Everything ``python -m devhost`` runs, started in order and stopped in reverse.
 
@@ -135,7 +148,7 @@ class LocalHost:
             timeout_graceful_shutdown=2,
             timeout_keep_alive=30,
         )
-        server = uvicorn.Server(config)
+        server = _DevServer(config, asgi)
         self._print_banner(functions, others)
         await server.serve(sockets=[sock])
 
@@ -150,11 +163,17 @@ class LocalHost:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(buffer.aclose(), timeout=3)
 
-    def stop(self) -> None:
-        """Stop every part that was started, in reverse order (idempotent, never raises)."""
+    def stop(self, worker_grace: float = 3.0) -> None:
+        """Stop every part that was started, in reverse order (idempotent, never raises).
+
+        Args:
+            worker_grace: Seconds to let the worker finish what it runs; a turn still running after
+                that is abandoned (it stays in the backend's queue for a host that shares it).
+        """
         if self._worker is not None:
-            with contextlib.suppress(Exception):
-                self._worker.stop()
+            stopper = threading.Thread(target=self._worker.stop, name="devhost-worker-stop", daemon=True)
+            stopper.start()
+            stopper.join(worker_grace)
             self._worker = None
         if self._backend is not None:
             with contextlib.suppress(Exception):

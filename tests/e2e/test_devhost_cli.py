@@ -6,13 +6,24 @@ import contextlib
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
+import httpx
+
 from tests.e2e.devhost_process import PROJECT_ROOT, DevHostProcess, port_accepts
+from tests.e2e.sse_turns import agent_names, start_turn
+
+
+def _hold_stream_open(url: str, params: dict[str, str], events: list[str]) -> None:
+    with contextlib.suppress(httpx.HTTPError), httpx.stream("GET", url, params=params, timeout=60) as response:
+        for line in response.iter_lines():
+            events.append(line)
 
 
 def test_banner_says_what_runs_where_and_ctrl_c_stops_everything(devhost_workdir: Path) -> None:
-    host = DevHostProcess.start(devhost_workdir, name="ctrl-c")
+    host = DevHostProcess.start(devhost_workdir, env={"SCRIPTED_CHUNK_DELAY_MS": "300"}, name="ctrl-c")
     banner = host.log()
     valkey, backend = host.info["valkey"], host.info["backend"]
     assert f"URL       {host.url}" in banner
@@ -22,7 +33,26 @@ def test_banner_says_what_runs_where_and_ctrl_c_stops_everything(devhost_workdir
     assert "Model     " in banner and "scripted" in banner.lower()
     assert port_accepts(valkey) and port_accepts(backend)
 
+    # Ctrl-C while a turn runs and a client is streaming it.
+    with httpx.Client(timeout=10) as client:
+        session_id, correlation_id = start_turn(client, host.api, agent_names(client, host.api)[0], "slow one")
+    lines: list[str] = []
+    reader = threading.Thread(
+        target=_hold_stream_open,
+        args=(f"{host.api}/agent/stream/{session_id}", {"correlation_id": correlation_id}, lines),
+        daemon=True,
+    )
+    reader.start()
+    deadline = time.monotonic() + 20
+    while not any(line.startswith("data:") for line in lines) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any(line.startswith("data:") for line in lines)
+
+    started = time.monotonic()
     assert host.stop(timeout=30) == 0
+    assert time.monotonic() - started < 15
+    reader.join(5)
+    assert not reader.is_alive(), "the open stream was not ended by the shutdown"
     log = host.log()
     assert "Traceback" not in log
     assert log.rstrip().endswith("devhost: stopped")
