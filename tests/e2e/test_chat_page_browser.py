@@ -55,6 +55,8 @@ def test_page_resumes_after_a_network_cut_and_shows_the_committed_answer_once(
 ) -> None:
     context = browser.new_context(viewport={"width": 1000, "height": 700})
     page = context.new_page()
+    api_calls: list[str] = []
+    page.on("request", lambda request: api_calls.append(request.url) if "/api/chat" not in request.url else None)
     page.goto(f"http://127.0.0.1:{proxy.port}/api/chat?code=local-test-key")
     page.wait_for_function("window.chatState.agent !== null")
 
@@ -94,6 +96,10 @@ def test_page_resumes_after_a_network_cut_and_shows_the_committed_answer_once(
     assert _turn(page, 1, "turn.outcome") == "error"
     assert _turn(page, 1, "turn.status") == "failed"
     assert _turn(page, 1, "turn.sessionId") == session_id
+
+    # The function key the page was opened with goes along with every API call (EventSource included).
+    assert any("/api/agent/stream/" in url for url in api_calls)
+    assert api_calls and all("code=local-test-key" in url for url in api_calls), api_calls
 
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
