@@ -8,6 +8,7 @@ registers them, and a local host can call the very same methods.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import uuid
@@ -25,7 +26,15 @@ from agent_framework_durabletask import (
 from azurefunctions.extensions.http.fastapi import HTMLResponse, JSONResponse, Request, Response, StreamingResponse
 
 from travel_agents import turn_options
-from valkey_buffer import StreamChunk, StreamInputError, ValkeyStreamBuffer, encode_sse_event, parse_cursor, validate_id
+from valkey_buffer import (
+    StreamChunk,
+    StreamInputError,
+    ValkeyStreamBuffer,
+    ValkeyUnavailableError,
+    encode_sse_event,
+    parse_cursor,
+    validate_id,
+)
 
 from ._event_stream import sse_body, text_body
 from ._responses import RequestError, json_error
@@ -134,13 +143,19 @@ class AgentHttpApi:
             run_input = await parse_run_input(req)
         except RequestError as error:
             return json_error(error.message, error.status_code)
-        if not await self.buffer.ping():
+        if run_input.session_id is None:
+            run_input = dataclasses.replace(run_input, session_id=uuid.uuid4().hex)
+        try:
+            # Every entry of the new turn comes after the stream's current end: follow it from there
+            # instead of reading through the session's history. Also checks that Valkey is reachable.
+            cursor = await self.buffer.latest_entry_id(run_input.session_id)
+        except ValkeyUnavailableError:
             return _valkey_unavailable()
         try:
             session_id, correlation_id = await self._start_turn(client, agent, run_input)
         except TurnNotStartedError as error:
             return json_error(str(error), 503)
-        chunks = self.buffer.read_stream(session_id, None, correlation_id=correlation_id)
+        chunks = self.buffer.read_stream(session_id, cursor, correlation_id=correlation_id)
         start = {"agent": agent, SESSION_ID_FIELD: session_id, "correlation_id": correlation_id}
         return self._stream_response(
             req,

@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from glide import Batch, ClusterBatch, ExclusiveIdBound, GlideError, MaxId, StreamAddOptions, TrimByMaxLen
+from glide import Batch, ClusterBatch, ExclusiveIdBound, GlideError, MaxId, MinId, StreamAddOptions, TrimByMaxLen
 
 from ._chunk import StreamChunk
 from ._connection import EntraTokenSource, GlideAnyClient, TokenCredential, create_client
@@ -282,6 +282,24 @@ class ValkeyStreamBuffer:
                     return chunks
             if len(page) < _CATCH_UP_PAGE:
                 return chunks
+
+    async def latest_entry_id(self, conversation_id: str) -> str:
+        """The id of the stream's newest entry, ``0-0`` when the stream is empty or absent.
+
+        Read it before starting a turn and follow the turn from there: every entry of the new turn
+        comes after it, so the reader skips the session's history.
+
+        Raises:
+            InvalidIdError: If the id is invalid.
+            ValkeyUnavailableError: If Valkey cannot be reached.
+        """
+        key = stream_key(conversation_id)
+        try:
+            client = await self._clients().writer()
+            reply = await client.xrevrange(key, MaxId(), MinId(), count=1)
+        except GlideError as error:
+            raise ValkeyUnavailableError(f"Valkey at {self.settings.address} is unavailable: {error}") from error
+        return next((_text(entry_id) for entry_id in (reply or {})), "0-0")
 
     async def ping(self) -> bool:
         """Whether Valkey answers now (for health checks); never raises."""

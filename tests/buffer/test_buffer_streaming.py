@@ -276,3 +276,14 @@ async def test_backpressure_keeps_order_with_a_tiny_queue(valkey_settings: Valke
         assert buffer.stats.entries_dropped == 0
     finally:
         await buffer.aclose()
+
+
+async def test_latest_entry_id_lets_a_new_turn_be_followed_without_the_history(buffer: ValkeyStreamBuffer) -> None:
+    session = new_id()
+    assert await buffer.latest_entry_id(session) == "0-0"
+    await stream_turn(buffer, session, "old", ["history"] * 50)
+    end = await buffer.latest_entry_id(session)
+    assert end == (await collect(buffer, session))[-1].entry_id
+    await stream_turn(buffer, session, "new", ["fresh"])
+    chunks = await collect(buffer, session, end, correlation_id="new")
+    assert [c.text for c in chunks] == ["fresh", ""]
