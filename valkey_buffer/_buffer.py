@@ -78,6 +78,7 @@ class ValkeyStreamBuffer:
         self._max_batch = max_batch
         self._write_retry_seconds = write_retry_seconds
         self._turns: dict[tuple[str, str], TurnWriter] = {}
+        self._last_sweep = time.monotonic()
         self._loops: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
         self._loops_lock = threading.Lock()
         self._trim = (
@@ -353,6 +354,7 @@ class ValkeyStreamBuffer:
         validate_id(correlation_id, "correlation_id")
         writer = self._turns.get((key, correlation_id))
         if writer is None:
+            self._forget_abandoned_turns()
             writer = TurnWriter(
                 key,
                 self._write_batch,
@@ -363,6 +365,18 @@ class ValkeyStreamBuffer:
             )
             self._turns[(key, correlation_id)] = writer
         return writer
+
+    def _forget_abandoned_turns(self) -> None:
+        # A turn whose producer died never gets its done or error: drop its writer (and the text it
+        # remembers) once the turn has been quiet for as long as its stream lives.
+        now = time.monotonic()
+        if now - self._last_sweep < 60:
+            return
+        self._last_sweep = now
+        cutoff = now - self.settings.stream_ttl_seconds
+        for turn, writer in list(self._turns.items()):
+            if writer.is_idle and writer.last_activity < cutoff:
+                del self._turns[turn]
 
     async def _add(self, writer: TurnWriter, fields: dict[str, str], correlation_id: str, agent: str | None) -> None:
         entry: Fields = [

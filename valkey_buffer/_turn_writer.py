@@ -58,9 +58,16 @@ class TurnWriter:
         self._healthy = True
         self._space = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+        self.last_activity = time.monotonic()
+
+    @property
+    def is_idle(self) -> bool:
+        """Whether nothing is queued or being written."""
+        return not self._pending and (self._flusher is None or self._flusher.done())
 
     async def add(self, fields: Fields) -> None:
         """Queue an entry; waits only while the queue is full and Valkey is healthy."""
+        self.last_activity = time.monotonic()
         while len(self._pending) >= self._max_pending and self._healthy:
             self._space.clear()
             await self._space.wait()

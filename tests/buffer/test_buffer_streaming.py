@@ -287,3 +287,18 @@ async def test_latest_entry_id_lets_a_new_turn_be_followed_without_the_history(b
     await stream_turn(buffer, session, "new", ["fresh"])
     chunks = await collect(buffer, session, end, correlation_id="new")
     assert [c.text for c in chunks] == ["fresh", ""]
+
+
+async def test_turns_abandoned_by_their_producer_are_forgotten(valkey_settings: ValkeySettings) -> None:
+    buffer = ValkeyStreamBuffer(ValkeySettings(**{**valkey_settings.__dict__, "stream_ttl_seconds": 1}))
+    try:
+        abandoned = new_id()
+        await buffer.write_chunk(abandoned, "never finished", correlation_id="t")
+        await buffer._turns[(f"agent-stream:{abandoned}", "t")].drain()
+        await asyncio.sleep(1.1)
+        buffer._last_sweep -= 60  # as if the last sweep was a minute ago
+        await buffer.write_chunk(new_id(), "another turn", correlation_id="u")
+        assert (f"agent-stream:{abandoned}", "t") not in buffer._turns
+        assert len(buffer._turns) == 1
+    finally:
+        await buffer.aclose()
