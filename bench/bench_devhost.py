@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,9 +112,7 @@ async def own_turns(client: httpx.AsyncClient, api: str, agent: str, clients: in
     return await asyncio.gather(*(one(i) for i in range(clients)))
 
 
-async def shared_turns(
-    client: httpx.AsyncClient, api: str, agent: str, clients: int, turns: int
-) -> list[ClientResult]:
+async def shared_turns(client: httpx.AsyncClient, api: str, agent: str, clients: int, turns: int) -> list[ClientResult]:
     started: list[tuple[str, str, float]] = []
     for index in range(turns):
         t0 = time.perf_counter()
@@ -151,12 +150,12 @@ def report(name: str, results: list[ClientResult], elapsed: float, samples: Samp
         print(f"  first error: {errors[0]}")
 
 
-async def run_round(name: str, host: DevHostProcess, coro_factory) -> None:  # type: ignore[no-untyped-def]
+async def run_round(name: str, host: DevHostProcess, clients: Callable[[], Awaitable[list[ClientResult]]]) -> None:
     samples = Samples()
     stop = asyncio.Event()
     sampler = asyncio.create_task(_sample(host, samples, stop))
     started = time.perf_counter()
-    results = await coro_factory()
+    results = await clients()
     elapsed = time.perf_counter() - started
     stop.set()
     await sampler
@@ -185,8 +184,7 @@ async def main_async(args: argparse.Namespace) -> None:
             stopped.set()
             await _sample(host, idle, stopped, once=True)
             print(
-                f"idle: devhost RSS {idle.rss_host_kib / 1024:.0f} MiB, "
-                f"{idle.valkey_clients} Valkey connections in use"
+                f"idle: devhost RSS {idle.rss_host_kib / 1024:.0f} MiB, {idle.valkey_clients} Valkey connections in use"
             )
             await run_round("own turns (POST /stream)", host, lambda: own_turns(client, host.api, agent, args.clients))
             await run_round(
