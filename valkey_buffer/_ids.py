@@ -11,7 +11,8 @@ STREAM_KEY_PREFIX = "agent-stream:"
 
 # Letters, digits and a few separators: no braces (cluster hash tags), no glob characters, no
 # whitespace or control characters, nothing that could make a key name collide with another's.
-_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]*")
+# No "@" either: a session id is also a durable entity key, and "@" separates an entity id's parts.
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 _ENTRY_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
 _MAX_UINT64 = 2**64 - 1
 
@@ -28,7 +29,7 @@ def validate_id(value: object, name: str = "session_id") -> str:
 
     Raises:
         InvalidIdError: If the id is not a string, is empty, longer than 256 characters or has a
-            character outside letters, digits and ``. _ : @ -`` (or starts with a separator).
+            character outside letters, digits and ``. _ : -`` (or starts with a separator).
     """
     if not isinstance(value, str) or not value:
         raise InvalidIdError(f"{name} is required and must be a non-empty string")
@@ -36,7 +37,7 @@ def validate_id(value: object, name: str = "session_id") -> str:
         raise InvalidIdError(f"{name} must be at most {MAX_ID_LENGTH} characters, got {len(value)}")
     if not _SAFE_ID.fullmatch(value):
         raise InvalidIdError(
-            f"{name} may only contain letters, digits and . _ : @ - and must start with a letter or digit"
+            f"{name} may only contain letters, digits and . _ : - and must start with a letter or digit"
         )
     return value
 

@@ -30,6 +30,9 @@ CASES: list[tuple[str, str, str, dict[str, Any], int]] = [
     ("run: session id with braces", "POST", RUN, {"json": {"message": "hi", "session_id": "x{y}"}}, 400),
     ("run: session id with a path", "POST", RUN, {"json": {"message": "hi", "session_id": "../other"}}, 400),
     ("run: session id with glob", "POST", RUN, {"json": {"message": "hi", "session_id": "agent*"}}, 400),
+    # "@" separates the parts of a durable entity id: the backend would refuse such a key.
+    ("run: session id with an entity separator", "POST", RUN, {"json": {"message": "hi", "session_id": "a@b"}}, 400),
+    ("status: session id with an entity separator", "GET", f"{STATUS}/a@b/turns/{GOOD_ID}", {}, 400),
     ("run: session id is a number", "POST", RUN, {"json": {"message": "hi", "session_id": 7}}, 400),
     ("run: empty session id", "POST", RUN, {"json": {"message": "hi", "session_id": ""}}, 400),
     ("run: blank session id", "POST", RUN, {"json": {"message": "hi", "session_id": "\r"}}, 400),

@@ -101,7 +101,7 @@ def test_bad_buffer_arguments_are_rejected() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "x" * 257, "a b", "a{b}", "a*", "../etc", "-leading", "a\nb", "ключ", "a\x00b", "a/b", "a?b", None, 42],
+    ["", "x" * 257, "a@b", "a b", "a{b}", "a*", "../etc", "-leading", "a\nb", "ключ", "a\x00b", "a/b", "a?b", None, 42],
 )
 def test_unsafe_ids_are_rejected(bad: object) -> None:
     with pytest.raises(InvalidIdError, match="session_id"):
@@ -109,7 +109,7 @@ def test_unsafe_ids_are_rejected(bad: object) -> None:
 
 
 def test_safe_ids_pass_unchanged() -> None:
-    for good in ["abc", "A1", "x" * 256, "user@example.com", "9f1c-4e2a.b:c_d"]:
+    for good in ["abc", "A1", "x" * 256, "user.example.com", "9f1c-4e2a.b:c_d"]:
         assert validate_id(good) == good
 
 
@@ -119,7 +119,7 @@ def test_any_id_is_either_rejected_or_cannot_reach_another_key(value: str) -> No
         validate_id(value)
     except InvalidIdError:
         return
-    assert value and len(value) <= 256 and not set(value) & set("{}*?[]\\ \r\n\t/")
+    assert value and len(value) <= 256 and not set(value) & set("{}*?[]\\ \r\n\t/@")
 
 
 @pytest.mark.parametrize(
