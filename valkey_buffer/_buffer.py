@@ -226,10 +226,10 @@ class ValkeyStreamBuffer:
                 break
 
         feed = clients.feed()
-        subscription = feed.subscribe(key, position)
+        subscription = feed.subscribe(key, position, timeout)
         try:
             while True:
-                chunk = await subscription.next_chunk(timeout)
+                chunk = await subscription.next_chunk()
                 # A synthetic error (no entry id: timeout, outage) ends every reader.
                 if chunk is None or (chunk.entry_id and not _wanted(chunk, correlation_id)):
                     continue

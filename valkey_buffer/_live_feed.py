@@ -21,38 +21,35 @@ logger = logging.getLogger("valkey_buffer")
 class Subscription:
     """One reader's place in the live feed: chunks after ``position`` arrive in ``queue``.
 
-    A malformed entry arrives as ``None`` (it still moves the position); a feed that gave up
-    delivers its exception.
+    A malformed entry arrives as ``None`` (it still moves the position). The feed puts a
+    ``TimeoutError`` in the queue when nothing arrived for ``idle_seconds``, and its own exception
+    when it gave up reading, so a waiting reader needs no timer of its own.
     """
 
-    def __init__(self, key: str, position: str) -> None:
+    def __init__(self, key: str, position: str, idle_seconds: float) -> None:
         self.key = key
         self.position = position
         self.order = entry_id_after(position)
+        self.idle_seconds = idle_seconds
+        self.deadline = time.monotonic() + idle_seconds
         self.queue: asyncio.Queue[StreamChunk | BaseException | None] = asyncio.Queue()
 
-    async def next_chunk(self, idle_seconds: float) -> StreamChunk | None:
-        """The next chunk; an ``error`` chunk when nothing came for ``idle_seconds`` or the feed failed."""
-        try:
-            # wait_for costs a task: only pay for it when there is nothing to take yet.
-            # (asyncio.timeout() here would not fire inside an outer wait_for on Python 3.11.)
-            item = (
-                self.queue.get_nowait()
-                if not self.queue.empty()
-                else await asyncio.wait_for(self.queue.get(), idle_seconds)
-            )
-        except TimeoutError:
-            message = f"no new entries for {idle_seconds:g} s: the producer may have stopped"
+    async def next_chunk(self) -> StreamChunk | None:
+        """The next chunk; an ``error`` chunk when the reader was idle too long or the feed failed."""
+        item = self.queue.get_nowait() if not self.queue.empty() else await self.queue.get()
+        if isinstance(item, TimeoutError):
+            message = f"no new entries for {self.idle_seconds:g} s: the producer may have stopped"
             return StreamChunk(entry_id="", kind="error", error=message)
         if isinstance(item, BaseException):
             return StreamChunk(entry_id="", kind="error", error=f"Valkey is unavailable: {item}")
         return item
 
-    def deliver(self, entries: list[tuple[tuple[int, int], str, StreamChunk | None]]) -> None:
+    def deliver(self, entries: list[tuple[tuple[int, int], str, StreamChunk | None]], now: float) -> None:
         for order, entry_id, chunk in entries:
             if order > self.order:
                 self.queue.put_nowait(chunk)
                 self.position, self.order = entry_id, order
+                self.deadline = now + self.idle_seconds
 
 
 class LiveFeed:
@@ -101,19 +98,26 @@ class LiveFeed:
         self._blocked = False
         self._round = 0
         self._task: asyncio.Task[None] | None = None
+        self._idle_task: asyncio.Task[None] | None = None
 
     @property
     def followed_streams(self) -> int:
         """How many streams the feed follows now."""
         return len(self._subscriptions)
 
-    def subscribe(self, key: str, position: str) -> Subscription:
-        """Follow ``key`` for a reader that has already read up to ``position``."""
-        subscription = Subscription(key, position)
+    def subscribe(self, key: str, position: str, idle_seconds: float) -> Subscription:
+        """Follow ``key`` for a reader that has already read up to ``position``.
+
+        The reader gets a ``TimeoutError`` in its queue when no entry arrives for ``idle_seconds``.
+        """
+        subscription = Subscription(key, position, idle_seconds)
         is_new_key = key not in self._subscriptions
         self._subscriptions.setdefault(key, set()).add(subscription)
+        loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._follow(), name="valkey-live-feed")
+            self._task = loop.create_task(self._follow(), name="valkey-live-feed")
+        if self._idle_task is None or self._idle_task.done():
+            self._idle_task = loop.create_task(self._expire_idle_readers(), name="valkey-live-feed-idle")
         elif is_new_key and self._blocked:
             asyncio.get_running_loop().create_task(self._cut_short(self._round))
         return subscription
@@ -129,10 +133,11 @@ class LiveFeed:
 
     async def aclose(self) -> None:
         """Stop following and close the feed's client."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+        for task in (self._task, self._idle_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -195,8 +200,9 @@ class LiveFeed:
             for raw_id, fields in entries.items():
                 entry_id = _text(raw_id)
                 decoded.append((entry_id_after(entry_id), entry_id, self._parse(entry_id, fields)))
+            now = time.monotonic()
             for subscription in list(self._subscriptions.get(key, ())):
-                subscription.deliver(decoded)
+                subscription.deliver(decoded, now)
         return bool(results)
 
     async def _poll(self, client: Any, positions: dict[str, str]) -> dict[Any, Any]:
@@ -209,6 +215,20 @@ class LiveFeed:
         for reply in replies:
             results.update(reply or {})
         return results
+
+    async def _expire_idle_readers(self) -> None:
+        # One timer for all readers instead of one per waiting reader: checked often enough for
+        # the shortest idle time (to a tenth of it), at most once a second.
+        while self._subscriptions:
+            now = time.monotonic()
+            shortest = 1.0
+            for readers in list(self._subscriptions.values()):
+                for subscription in readers:
+                    shortest = min(shortest, subscription.idle_seconds / 10)
+                    if now >= subscription.deadline:
+                        subscription.deadline = float("inf")  # tell it once
+                        subscription.queue.put_nowait(TimeoutError())
+            await asyncio.sleep(max(0.01, shortest))
 
     def _fail_everyone(self, error: BaseException) -> None:
         for readers in self._subscriptions.values():
