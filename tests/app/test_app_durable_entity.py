@@ -13,6 +13,7 @@ from agent_framework_durabletask import DurableAgentState, RunRequest
 
 from http_api import outcome_from_state
 from tests.app.app_harness import entity_context_json, entity_functions
+from tests.shown_text import chunks_text
 from travel_agents import FAIL_MARKER, FLAKY_MARKER, turn_options
 from valkey_buffer import StreamChunk, ValkeyStreamBuffer
 
@@ -35,16 +36,6 @@ async def _run_entity(
     return json.loads(output)
 
 
-def _streamed_text(chunks: list[StreamChunk]) -> str:
-    text = ""
-    for chunk in chunks:
-        if chunk.kind == "message":
-            text += chunk.text
-        elif chunk.kind == "replace":
-            text = chunk.text
-    return text
-
-
 async def test_entity_turn_streams_chunks_then_done_and_commits_the_same_text(
     app_module: ModuleType, buffer: ValkeyStreamBuffer
 ) -> None:
@@ -64,7 +55,7 @@ async def test_entity_turn_streams_chunks_then_done_and_commits_the_same_text(
 
     outcome = outcome_from_state(DurableAgentState.from_dict(json.loads(output["entityState"])), correlation_id)
     assert outcome.status == "completed"
-    assert outcome.text == _streamed_text(chunks)
+    assert outcome.text == chunks_text(chunks)
     # The scripted model called the weather tool and quoted it.
     assert "Lisbon in April: sunny, 20 °C." in outcome.text
 
@@ -121,7 +112,7 @@ async def test_turn_whose_stream_fails_but_retry_succeeds_ends_with_the_committe
     assert not any(chunk.kind == "error" for chunk in chunks)
     outcome = outcome_from_state(DurableAgentState.from_dict(json.loads(output["entityState"])), correlation_id)
     assert outcome.status == "completed"
-    assert _streamed_text(chunks) == outcome.text
+    assert chunks_text(chunks) == outcome.text
 
 
 async def test_second_turn_continues_the_session_and_its_reader_skips_the_first_turn(
@@ -137,7 +128,7 @@ async def test_second_turn_continues_the_session_and_its_reader_skips_the_first_
     second_chunks = await buffer.read_available(session_id, correlation_id=second_id)
     assert {chunk.correlation_id for chunk in second_chunks} == {second_id}
     assert second_chunks[-1].is_done
-    assert "And what should I pack?" in _streamed_text(second_chunks)
+    assert "And what should I pack?" in chunks_text(second_chunks)
     state_after = DurableAgentState.from_dict(json.loads(output["entityState"]))
     assert outcome_from_state(state_after, first_id).status == "completed"
     assert outcome_from_state(state_after, second_id).status == "completed"

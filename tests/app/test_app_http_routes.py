@@ -14,6 +14,7 @@ import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
 
 from tests.app.app_harness import DurableClientDouble, Signal
+from tests.shown_text import sse_text
 from travel_agents import FAIL_MARKER, TURN_OPTION_KEY
 
 AGENT = "TravelAgent"
@@ -25,16 +26,6 @@ async def _sse_events(
     async with aconnect_sse(http, method, url, **kwargs) as source:  # type: ignore[arg-type]
         events = [event async for event in source.aiter_sse()]
         return source.response, events
-
-
-def _text_of(events: list[ServerSentEvent]) -> str:
-    text = ""
-    for event in events:
-        if event.event == "message":
-            text += event.data
-        elif event.event == "replace":
-            text = event.data
-    return text
 
 
 async def _committed(
@@ -131,7 +122,7 @@ async def test_stream_starts_the_turn_and_streams_it_live_as_sse(
     assert len(messages) > 5
     assert all(event.id for event in events[1:]), "every stream event carries its entry id for resuming"
     committed = await _committed(http, durable, session_id, correlation_id)
-    assert _text_of(events) == committed["response"]
+    assert sse_text(events) == committed["response"]
 
 
 async def test_stream_as_plain_text(http: httpx.AsyncClient, durable: DurableClientDouble) -> None:
@@ -173,7 +164,7 @@ async def test_resume_from_last_event_id_continues_without_loss_or_duplicates(
     )
 
     assert [event.id for event in seen + rest] == [event.id for event in first_read[1:]]
-    assert _text_of(seen + rest) == _text_of(first_read)
+    assert sse_text(seen + rest) == sse_text(first_read)
 
 
 async def test_resume_with_cursor_query_as_plain_text(http: httpx.AsyncClient) -> None:
@@ -189,7 +180,7 @@ async def test_resume_with_cursor_query_as_plain_text(http: httpx.AsyncClient) -
 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
-    assert _text_of(events[1:4]) + response.text == _text_of(events)
+    assert sse_text(events[1:4]) + response.text == sse_text(events)
 
 
 async def test_resume_without_correlation_id_ends_at_the_first_turn(http: httpx.AsyncClient) -> None:
@@ -203,7 +194,7 @@ async def test_resume_without_correlation_id_ends_at_the_first_turn(http: httpx.
     response, events = await _sse_events(http, "GET", f"/api/agent/stream/{session_id}")
 
     assert events[-1].event == "done"
-    assert _text_of(events).startswith('You asked: "First turn"')
+    assert sse_text(events).startswith('You asked: "First turn"')
 
 
 async def test_stream_is_sent_as_it_is_written(http: httpx.AsyncClient, app_module: ModuleType) -> None:

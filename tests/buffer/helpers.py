@@ -38,14 +38,3 @@ async def collect(
     buffer: ValkeyStreamBuffer, session_id: str, cursor: str | None = None, **kwargs
 ) -> list[StreamChunk]:  # type: ignore[no-untyped-def]
     return [chunk async for chunk in buffer.read_stream(session_id, cursor, **kwargs)]
-
-
-def text_of(chunks: list[StreamChunk]) -> str:
-    """What a reader shows: message chunks appended, a replace chunk replacing."""
-    shown = ""
-    for chunk in chunks:
-        if chunk.kind == "message":
-            shown += chunk.text
-        elif chunk.kind == "replace":
-            shown = chunk.text
-    return shown

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.buffer.helpers import collect, new_id, stream_turn, text_of
+from tests.buffer.helpers import collect, new_id, stream_turn
+from tests.shown_text import chunks_text
 from tests.valkey_servers import ValkeyCluster, ValkeyProcess
 from valkey_buffer import ValkeySettings, ValkeyStreamBuffer
 
@@ -22,9 +23,9 @@ async def test_cluster_round_trip_and_live_readers_across_slots(cluster_settings
         await asyncio.sleep(0.1)
         await asyncio.gather(*(stream_turn(buffer, s, "t", [s, " done"]) for s in sessions))
         results = await asyncio.wait_for(asyncio.gather(*readers), 15)
-        assert [text_of(chunks) for chunks in results] == [f"{s} done" for s in sessions]
+        assert [chunks_text(chunks) for chunks in results] == [f"{s} done" for s in sessions]
         tail = await collect(buffer, sessions[0], results[0][0].entry_id)
-        assert text_of(tail) == " done"
+        assert chunks_text(tail) == " done"
     finally:
         await buffer.aclose()
 
@@ -78,7 +79,7 @@ async def test_entra_token_is_renewed_before_expiry_and_survives_reconnects() ->
         server.command("CLIENT", "KILL", "USER", user)
         await asyncio.sleep(0.3)
         await stream_turn(buffer, session, "after", ["two"])
-        assert text_of(await collect(buffer, session, correlation_id="after")) == "two"
+        assert chunks_text(await collect(buffer, session, correlation_id="after")) == "two"
         assert buffer.stats.entries_dropped == 0
         assert f"user={user}" in str(server.command("CLIENT", "LIST"))
     finally:

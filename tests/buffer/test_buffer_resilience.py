@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from tests.buffer.helpers import collect, context, new_id, response, stream_turn, text_of, update
+from tests.buffer.helpers import collect, context, new_id, response, stream_turn, update
+from tests.shown_text import chunks_text
 from tests.valkey_servers import ValkeyProcess
 from valkey_buffer import ValkeySettings, ValkeyStreamBuffer, ValkeyUnavailableError
 
@@ -30,7 +31,7 @@ async def test_200_live_readers_share_a_handful_of_connections(valkey_server: Va
         for session in sessions:
             await stream_turn(buffer, session, "t", ["alpha ", "beta ", "gamma"])
         results = await asyncio.wait_for(asyncio.gather(*readers), 15)
-        assert all(text_of(chunks) == "alpha beta gamma" for chunks in results)
+        assert all(chunks_text(chunks) == "alpha beta gamma" for chunks in results)
         assert len([n for n in _client_names(valkey_server) if n.startswith("valkey-buffer")]) <= 4
     finally:
         await buffer.aclose()
@@ -132,7 +133,7 @@ async def test_two_event_loops_get_their_own_clients(valkey_settings: ValkeySett
     await asyncio.sleep(0.05)
     await asyncio.to_thread(produce_on_another_loop)
     chunks = await asyncio.wait_for(reader, 10)
-    assert text_of(chunks) == "from another loop"
+    assert chunks_text(chunks) == "from another loop"
     assert len(buffer._loops) == 2
     await buffer.aclose()
 
@@ -148,9 +149,9 @@ async def test_a_reader_joining_a_blocked_live_feed_is_served_at_once(valkey_set
         await asyncio.sleep(0.05)
         started = time.monotonic()
         await stream_turn(buffer, second, "t", ["quick"])
-        assert text_of(await asyncio.wait_for(joined, 5)) == "quick"
+        assert chunks_text(await asyncio.wait_for(joined, 5)) == "quick"
         assert time.monotonic() - started < 1.0
         await stream_turn(buffer, first, "t", ["also"])
-        assert text_of(await asyncio.wait_for(waiting, 5)) == "also"
+        assert chunks_text(await asyncio.wait_for(waiting, 5)) == "also"
     finally:
         await buffer.aclose()

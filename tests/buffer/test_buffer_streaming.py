@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.buffer.helpers import collect, context, new_id, response, stream_turn, text_of, update
+from tests.buffer.helpers import collect, context, new_id, response, stream_turn, update
+from tests.shown_text import chunks_text
 from tests.valkey_servers import ValkeyProcess
 from valkey_buffer import ValkeySettings, ValkeyStreamBuffer
 
@@ -60,7 +61,7 @@ async def test_live_reader_sees_chunks_as_they_are_written(buffer: ValkeyStreamB
             await asyncio.sleep(0.01)
     await buffer.on_agent_response(response("".join(f"{i}," for i in range(50))), ctx)
     chunks = await asyncio.wait_for(reader, 10)
-    assert text_of(chunks) == "".join(f"{i}," for i in range(50))
+    assert chunks_text(chunks) == "".join(f"{i}," for i in range(50))
     assert chunks[-1].is_done
 
 
@@ -80,7 +81,7 @@ async def test_resume_from_every_cursor_reproduces_exactly_the_tail(
         tail = await collect(buffer, session, everything[cut].entry_id)
 
         assert tail == everything[cut + 1 :]
-        assert text_of(everything[: cut + 1]) + text_of(tail) == "".join(pieces)
+        assert chunks_text(everything[: cut + 1]) + chunks_text(tail) == "".join(pieces)
     finally:
         await buffer.aclose()
 
@@ -128,11 +129,11 @@ async def test_a_reader_following_the_second_turn_skips_the_first_turns_done(buf
 
     chunks = await asyncio.wait_for(follower, 10)
 
-    assert text_of(chunks) == "second answer"
+    assert chunks_text(chunks) == "second answer"
     assert {c.correlation_id for c in chunks} == {"turn-2"}
     assert chunks[-1].is_done
     # Without a correlation id a reader stops at the first turn's end, as the reference readers do.
-    assert text_of(await collect(buffer, session)) == "first answer"
+    assert chunks_text(await collect(buffer, session)) == "first answer"
 
 
 async def test_sequence_numbers_restart_per_turn(buffer: ValkeyStreamBuffer) -> None:
@@ -160,7 +161,7 @@ async def test_final_text_that_disagrees_with_the_stream_is_sent_as_replace(buff
     await buffer.on_agent_response(response("The complete, different answer."), ctx)
     chunks = await collect(buffer, session)
     assert [c.kind for c in chunks] == ["message", "replace", "done"]
-    assert text_of(chunks) == "The complete, different answer."
+    assert chunks_text(chunks) == "The complete, different answer."
 
 
 async def test_write_error_ends_the_turn_for_its_readers(buffer: ValkeyStreamBuffer) -> None:
@@ -233,7 +234,7 @@ async def test_reference_style_entries_are_read(buffer: ValkeyStreamBuffer, valk
         valkey_server.command("XADD", key, "*", "text", text, "sequence", str(i), "timestamp", "1700000000000")
     valkey_server.command("XADD", key, "*", "text", "", "sequence", "3", "timestamp", "1700000000001", "done", "true")
     chunks = await collect(buffer, session)
-    assert text_of(chunks) == "Hello from redis-py"
+    assert chunks_text(chunks) == "Hello from redis-py"
     assert chunks[-1].is_done and chunks[0].correlation_id is None and chunks[0].timestamp_ms == 1700000000000
 
 
@@ -248,7 +249,7 @@ async def test_malformed_entries_are_skipped_with_a_warning(
     valkey_server.command("XADD", key, "*", "done", "true")
     with caplog.at_level(logging.WARNING, logger="valkey_buffer"):
         chunks = await collect(buffer, session)
-    assert text_of(chunks) == "good still good"
+    assert chunks_text(chunks) == "good still good"
     assert buffer.malformed_entries == 1
     assert any("malformed" in record.message for record in caplog.records)
 

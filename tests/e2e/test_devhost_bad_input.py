@@ -28,7 +28,9 @@ header_text = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126
 # Ids that try to reach other keys: separators, glob and hash-tag characters, traversal, unicode, length.
 hostile_ids = st.one_of(
     st.text(max_size=40),
-    st.sampled_from(["*", "agent-stream:*", "{x}", "a b", "../x", "a/b", "%2F", "x\u00e9", "a\x00b", "@@", "a@b", "-a"]),
+    st.sampled_from(
+        ["*", "agent-stream:*", "{x}", "a b", "../x", "a/b", "%2F", "x\u00e9", "a\x00b", "@@", "a@b", "-a"]
+    ),
     st.text(alphabet="abc", min_size=257, max_size=300),
 )
 
