@@ -410,7 +410,7 @@ class ValkeyStreamBuffer:
             batch.xadd(key, entry, options)
         # The TTL refresh rides in the same atomic batch: a stream never outlives its TTL unrefreshed.
         batch.expire(key, self.settings.stream_ttl_seconds)
-        await client.exec(batch, raise_on_error=True)  # type: ignore[arg-type]
+        await client.exec(batch, raise_on_error=True)
 
     async def _range(self, clients: _LoopClients, key: str, after: str, count: int) -> list[tuple[str, Any]]:
         try:

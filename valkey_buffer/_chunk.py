@@ -65,10 +65,10 @@ class StreamChunk:
         return cls(
             entry_id=entry_id,
             text=fields.get("text", ""),
-            sequence=int(sequence) if sequence not in (None, "") else None,
+            sequence=int(sequence) if sequence else None,
             correlation_id=fields.get("correlation_id") or None,
             agent=fields.get("agent") or None,
             kind=kind,
             error=fields.get("error") if kind == "error" else None,
-            timestamp_ms=int(timestamp) if timestamp not in (None, "") else None,
+            timestamp_ms=int(timestamp) if timestamp else None,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 AuthMode = Literal["password", "entra"]
@@ -82,7 +82,7 @@ class ValkeySettings:
         """
         env = os.environ if environ is None else environ
         settings = cls.from_url(env["VALKEY_URL"], variable="VALKEY_URL") if env.get("VALKEY_URL") else cls()
-        changes: dict[str, object] = {}
+        changes: dict[str, Any] = {}
         for variable, (name, parse) in _ENV_FIELDS.items():
             raw = env.get(variable)
             # An empty VALKEY_STREAM_MAXLEN means "no cap"; any other empty variable means "unset".
