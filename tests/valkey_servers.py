@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -63,8 +64,13 @@ class ValkeyProcess:
             str(self.data_dir),
             *self.extra_args,
         ]
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def wait_ready(self, timeout: float = 10.0) -> None:
@@ -83,6 +89,7 @@ class ValkeyProcess:
             self.process.kill()
             self.process.wait(5)
         self.process = None
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def command(self, *args: str) -> object:
         """Send one command over a fresh socket and return the decoded RESP2 reply."""
@@ -128,10 +135,17 @@ class ValkeyCluster:
         return self.nodes[0].port
 
     def start(self, primaries: int = 3) -> ValkeyCluster:
-        self.nodes = [
-            ValkeyProcess(extra_args=("--cluster-enabled", "yes", "--cluster-node-timeout", "2000")).start()
-            for _ in range(primaries)
-        ]
+        try:
+            return self._start(primaries)
+        except BaseException:
+            self.stop()  # never leave half a cluster running
+            raise
+
+    def _start(self, primaries: int) -> ValkeyCluster:
+        for _ in range(primaries):
+            node = ValkeyProcess(extra_args=("--cluster-enabled", "yes", "--cluster-node-timeout", "2000"))
+            self.nodes.append(node)
+            node.start()
         first = self.nodes[0]
         for node in self.nodes[1:]:
             first.command("CLUSTER", "MEET", node.host, str(node.port))
