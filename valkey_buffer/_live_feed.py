@@ -60,8 +60,9 @@ class LiveFeed:
     pending read is cut short with ``CLIENT UNBLOCK`` so the new key is read at once.
 
     Cluster: a multi-key ``XREAD`` must stay within one hash slot, so the feed polls instead: one
-    pipelined, non-blocking ``XREAD`` per followed stream on its own cluster client, every
-    ``poll_interval`` while idle.
+    pipelined, non-blocking ``XREAD`` per followed stream on its own cluster client, repeated at
+    once while entries flow and, while all is quiet, after a pause that doubles from
+    ``poll_interval`` up to ``max_poll_interval``.
 
     Args:
         connect: Creates the feed's client (called lazily, again after a failure).
@@ -70,6 +71,8 @@ class LiveFeed:
         block_ms: How long one blocking read waits.
         cluster: Whether the server is a cluster.
         give_up_seconds: How long reads may keep failing before the readers get an error.
+        poll_interval: Cluster only: the first pause after a poll that found nothing.
+        max_poll_interval: Cluster only: the longest pause between polls.
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class LiveFeed:
         cluster: bool,
         give_up_seconds: float,
         poll_interval: float = 0.005,
+        max_poll_interval: float = 0.05,
         batch_count: int = 512,
     ) -> None:
         self._connect = connect
@@ -91,6 +95,7 @@ class LiveFeed:
         self._cluster = cluster
         self._give_up_seconds = give_up_seconds
         self._poll_interval = poll_interval
+        self._max_poll_interval = max_poll_interval
         self._batch_count = batch_count
         self._subscriptions: dict[str, set[Subscription]] = {}
         self._client: GlideAnyClient | None = None
@@ -155,6 +160,7 @@ class LiveFeed:
 
     async def _follow(self) -> None:
         failing_since: float | None = None
+        idle_polls = 0
         while self._subscriptions:
             try:
                 if self._client is None:
@@ -178,8 +184,11 @@ class LiveFeed:
                     failing_since = None
                 await asyncio.sleep(0.1)
                 continue
-            if self._cluster and not found:
-                await asyncio.sleep(self._poll_interval)
+            if self._cluster:
+                # Poll fast while entries flow; back off (up to max_poll_interval) while all is quiet.
+                idle_polls = 0 if found else idle_polls + 1
+                if idle_polls:
+                    await asyncio.sleep(min(self._poll_interval * 2 ** (idle_polls - 1), self._max_poll_interval))
 
     async def _read_round(self, client: GlideAnyClient) -> bool:
         positions = {key: min(readers, key=lambda s: s.order).position for key, readers in self._subscriptions.items()}
