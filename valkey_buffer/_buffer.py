@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 from glide import Batch, ClusterBatch, ExclusiveIdBound, GlideError, MaxId, MinId, StreamAddOptions, TrimByMaxLen
 
 from ._chunk import StreamChunk
-from ._connection import EntraTokenSource, GlideAnyClient, TokenCredential, create_client
+from ._connection import EntraTokenSource, TokenCredential
 from ._errors import ValkeyUnavailableError
 from ._ids import parse_cursor, stream_key, validate_id
-from ._live_feed import LiveFeed
+from ._loop_clients import LoopClients
 from ._settings import ValkeySettings
 from ._turn_writer import Fields, TurnWriter, WriteStats
 
@@ -79,7 +79,7 @@ class ValkeyStreamBuffer:
         self._write_retry_seconds = write_retry_seconds
         self._turns: dict[tuple[str, str], TurnWriter] = {}
         self._last_sweep = time.monotonic()
-        self._loops: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
+        self._loops: dict[asyncio.AbstractEventLoop, LoopClients] = {}
         self._loops_lock = threading.Lock()
         self._trim = (
             TrimByMaxLen(exact=False, threshold=self.settings.stream_maxlen) if self.settings.stream_maxlen else None
@@ -332,12 +332,14 @@ class ValkeyStreamBuffer:
 
     # ----- internals -----
 
-    def _clients(self) -> _LoopClients:
+    def _clients(self) -> LoopClients:
         loop = asyncio.get_running_loop()
         clients = self._loops.get(loop)
         if clients is None:
             with self._loops_lock:
-                clients = self._loops.setdefault(loop, _LoopClients(self))
+                clients = self._loops.setdefault(
+                    loop, LoopClients(self.settings, self._token_source_for_entra(), self._parse)
+                )
         return clients
 
     def _token_source_for_entra(self) -> EntraTokenSource | None:
@@ -412,7 +414,7 @@ class ValkeyStreamBuffer:
         batch.expire(key, self.settings.stream_ttl_seconds)
         await client.exec(batch, raise_on_error=True)
 
-    async def _range(self, clients: _LoopClients, key: str, after: str, count: int) -> list[tuple[str, Any]]:
+    async def _range(self, clients: LoopClients, key: str, after: str, count: int) -> list[tuple[str, Any]]:
         try:
             client = await clients.writer()
             reply = await client.xrange(key, ExclusiveIdBound(after), MaxId(), count=count)
@@ -429,75 +431,6 @@ class ValkeyStreamBuffer:
             self.malformed_entries += 1
             logger.warning("Skipped malformed stream entry %s: %s", entry_id, error)
             return None
-
-
-class _LoopClients:
-    """The clients of one event loop: GLIDE clients cannot be used from another loop."""
-
-    def __init__(self, buffer: ValkeyStreamBuffer) -> None:
-        self._buffer = buffer
-        self._writer: GlideAnyClient | None = None
-        self._renewals: list[asyncio.Task[None]] = []
-        self._connecting = asyncio.Lock()
-        self._feed: LiveFeed | None = None
-        self._feed_clients: list[GlideAnyClient] = []
-
-    async def writer(self) -> GlideAnyClient:
-        """The client for writes and non-blocking reads, created on first use."""
-        if self._writer is None:
-            async with self._connecting:
-                if self._writer is None:
-                    self._writer = await self._connect("valkey-buffer")
-        return self._writer
-
-    def feed(self) -> LiveFeed:
-        """The live feed of this loop, created on first use."""
-        if self._feed is None:
-            settings = self._buffer.settings
-            self._feed = LiveFeed(
-                self._connect_feed,
-                self._buffer._parse,
-                self._unblock,
-                block_ms=settings.read_block_ms,
-                cluster=settings.cluster,
-                give_up_seconds=max(2.0, settings.request_timeout_ms / 1000 * 3),
-            )
-        return self._feed
-
-    async def aclose(self) -> None:
-        for task in self._renewals:
-            task.cancel()
-        if self._feed is not None:
-            await self._feed.aclose()
-        if self._writer is not None:
-            with contextlib.suppress(Exception):
-                await self._writer.close()
-            self._writer = None
-
-    async def _connect(self, name: str, request_timeout_ms: int | None = None) -> GlideAnyClient:
-        try:
-            client, renewal = await create_client(
-                self._buffer.settings,
-                token_source=self._buffer._token_source_for_entra(),
-                request_timeout_ms=request_timeout_ms,
-                client_name=name,
-            )
-        except GlideError as error:
-            raise ValkeyUnavailableError(
-                f"Valkey at {self._buffer.settings.address} is unavailable: {error}"
-            ) from error
-        if renewal is not None:
-            self._renewals.append(renewal)
-        return client
-
-    async def _connect_feed(self) -> GlideAnyClient:
-        settings = self._buffer.settings
-        # A blocking read may take read_block_ms: its request timeout must outlast it.
-        return await self._connect("valkey-buffer-feed", settings.read_block_ms + settings.request_timeout_ms)
-
-    async def _unblock(self, client_id: int) -> bool:
-        writer = await self.writer()
-        return bool(await writer.custom_command(["CLIENT", "UNBLOCK", str(client_id)]))
 
 
 def _session_of(context: AgentCallbackContext) -> str:

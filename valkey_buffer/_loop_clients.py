@@ -1,0 +1,96 @@
+"""The GLIDE clients of one event loop: one for writes and non-blocking reads, one live feed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from glide import GlideError
+
+from ._chunk import StreamChunk
+from ._connection import EntraTokenSource, GlideAnyClient, create_client
+from ._errors import ValkeyUnavailableError
+from ._live_feed import LiveFeed
+from ._settings import ValkeySettings
+
+
+class LoopClients:
+    """The clients of one event loop, created on first use: GLIDE clients cannot be used from another loop.
+
+    Args:
+        settings: Where and how to connect.
+        token_source: Entra ID tokens, when ``settings.auth`` is ``entra``.
+        parse: Turns a stream entry into a chunk, for the live feed.
+    """
+
+    def __init__(
+        self,
+        settings: ValkeySettings,
+        token_source: EntraTokenSource | None,
+        parse: Callable[[str, Any], StreamChunk | None],
+    ) -> None:
+        self._settings = settings
+        self._token_source = token_source
+        self._parse = parse
+        self._writer: GlideAnyClient | None = None
+        self._renewals: list[asyncio.Task[None]] = []
+        self._connecting = asyncio.Lock()
+        self._feed: LiveFeed | None = None
+
+    async def writer(self) -> GlideAnyClient:
+        """The client for writes and non-blocking reads (never a blocking read: it would stall them)."""
+        if self._writer is None:
+            async with self._connecting:
+                if self._writer is None:
+                    self._writer = await self._connect("valkey-buffer")
+        return self._writer
+
+    def feed(self) -> LiveFeed:
+        """The live feed of this loop."""
+        if self._feed is None:
+            self._feed = LiveFeed(
+                self._connect_feed,
+                self._parse,
+                self._unblock,
+                block_ms=self._settings.read_block_ms,
+                cluster=self._settings.cluster,
+                give_up_seconds=max(2.0, self._settings.request_timeout_ms / 1000 * 3),
+            )
+        return self._feed
+
+    async def aclose(self) -> None:
+        """Stop token renewal and the live feed, and close the clients."""
+        for task in self._renewals:
+            task.cancel()
+        if self._feed is not None:
+            await self._feed.aclose()
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                await self._writer.close()
+            self._writer = None
+
+    async def _connect(self, name: str, request_timeout_ms: int | None = None) -> GlideAnyClient:
+        try:
+            client, renewal = await create_client(
+                self._settings,
+                token_source=self._token_source,
+                request_timeout_ms=request_timeout_ms,
+                client_name=name,
+            )
+        except GlideError as error:
+            raise ValkeyUnavailableError(f"Valkey at {self._settings.address} is unavailable: {error}") from error
+        if renewal is not None:
+            self._renewals.append(renewal)
+        return client
+
+    async def _connect_feed(self) -> GlideAnyClient:
+        # A blocking read may take read_block_ms: its request timeout must outlast it.
+        return await self._connect(
+            "valkey-buffer-feed", self._settings.read_block_ms + self._settings.request_timeout_ms
+        )
+
+    async def _unblock(self, client_id: int) -> bool:
+        writer = await self.writer()
+        return bool(await writer.custom_command(["CLIENT", "UNBLOCK", str(client_id)]))
