@@ -204,26 +204,18 @@ class ValkeyStreamBuffer:
             InvalidCursorError: If the cursor is not an entry id.
             ValkeyUnavailableError: If Valkey cannot be reached before the first entry.
         """
-        key = stream_key(conversation_id)
-        if correlation_id is not None:
-            validate_id(correlation_id, "correlation_id")
-        position = parse_cursor(cursor) or "0-0"
+        key, position = _reader_start(conversation_id, cursor, correlation_id)
         timeout = self.settings.read_idle_timeout_seconds if idle_timeout is None else idle_timeout
         clients = self._clients()
 
         # Catch up with non-blocking reads, then join the live feed from the last id read: the
         # feed delivers only ids after it, so the seam has neither a gap nor a duplicate.
-        while True:
-            page = await self._range(clients, key, position, _CATCH_UP_PAGE)
-            for entry_id, fields in page:
-                position = entry_id
-                chunk = self._parse(entry_id, fields)
-                if chunk is not None and _wanted(chunk, correlation_id):
-                    yield chunk
-                    if chunk.is_terminal:
-                        return
-            if len(page) < _CATCH_UP_PAGE:
-                break
+        async for entry_id, chunk in self._entries_after(clients, key, position):
+            position = entry_id
+            if chunk is not None and _wanted(chunk, correlation_id):
+                yield chunk
+                if chunk.is_terminal:
+                    return
 
         feed = clients.feed()
         subscription = feed.subscribe(key, position, timeout)
@@ -263,26 +255,17 @@ class ValkeyStreamBuffer:
             InvalidCursorError: If the cursor is not an entry id.
             ValkeyUnavailableError: If Valkey cannot be reached.
         """
-        key = stream_key(conversation_id)
-        if correlation_id is not None:
-            validate_id(correlation_id, "correlation_id")
+        key, position = _reader_start(conversation_id, cursor, correlation_id)
         if count is not None and count < 1:
             raise ValueError("count must be at least 1")
-        position = parse_cursor(cursor) or "0-0"
-        clients = self._clients()
         chunks: list[StreamChunk] = []
-        while True:
-            page = await self._range(clients, key, position, _CATCH_UP_PAGE)
-            for entry_id, fields in page:
-                position = entry_id
-                chunk = self._parse(entry_id, fields)
-                if chunk is None or not _wanted(chunk, correlation_id):
-                    continue
-                chunks.append(chunk)
-                if chunk.is_terminal or (count is not None and len(chunks) >= count):
-                    return chunks
-            if len(page) < _CATCH_UP_PAGE:
-                return chunks
+        async for _, chunk in self._entries_after(self._clients(), key, position):
+            if chunk is None or not _wanted(chunk, correlation_id):
+                continue
+            chunks.append(chunk)
+            if chunk.is_terminal or (count is not None and len(chunks) >= count):
+                break
+        return chunks
 
     async def latest_entry_id(self, conversation_id: str) -> str:
         """The id of the stream's newest entry, ``0-0`` when the stream is empty or absent.
@@ -414,6 +397,18 @@ class ValkeyStreamBuffer:
         batch.expire(key, self.settings.stream_ttl_seconds)
         await client.exec(batch, raise_on_error=True)
 
+    async def _entries_after(
+        self, clients: LoopClients, key: str, position: str
+    ) -> AsyncIterator[tuple[str, StreamChunk | None]]:
+        """Every entry now in the stream after ``position``, page by page, with its chunk (``None`` if malformed)."""
+        while True:
+            page = await self._range(clients, key, position, _CATCH_UP_PAGE)
+            for entry_id, fields in page:
+                position = entry_id
+                yield entry_id, self._parse(entry_id, fields)
+            if len(page) < _CATCH_UP_PAGE:
+                return
+
     async def _range(self, clients: LoopClients, key: str, after: str, count: int) -> list[tuple[str, Any]]:
         try:
             client = await clients.writer()
@@ -437,6 +432,14 @@ def _session_of(context: AgentCallbackContext) -> str:
     if not context.session_id:
         raise ValueError("the callback context has no session_id")
     return context.session_id
+
+
+def _reader_start(conversation_id: str, cursor: str | None, correlation_id: str | None) -> tuple[str, str]:
+    # Validate everything a reader was given before it touches Valkey: (stream key, position).
+    key = stream_key(conversation_id)
+    if correlation_id is not None:
+        validate_id(correlation_id, "correlation_id")
+    return key, parse_cursor(cursor) or "0-0"
 
 
 def _wanted(chunk: StreamChunk, correlation_id: str | None) -> bool:
