@@ -77,7 +77,7 @@ class ValkeyStreamBuffer:
         self._max_pending = max_pending_chunks
         self._max_batch = max_batch
         self._write_retry_seconds = write_retry_seconds
-        self._turns: dict[tuple[str, str], TurnWriter] = {}
+        self._turns: dict[tuple[str, str], TurnWriter] = {}  # (conversation id, correlation id)
         self._last_sweep = time.monotonic()
         self._loops: dict[asyncio.AbstractEventLoop, LoopClients] = {}
         self._loops_lock = threading.Lock()
@@ -335,10 +335,11 @@ class ValkeyStreamBuffer:
         return self._token_source
 
     def _turn(self, conversation_id: str, correlation_id: str) -> TurnWriter:
-        key = stream_key(conversation_id)
-        validate_id(correlation_id, "correlation_id")
-        writer = self._turns.get((key, correlation_id))
+        writer = self._turns.get((conversation_id, correlation_id))
         if writer is None:
+            # The ids are checked once, when the turn's first entry arrives, not for every chunk.
+            key = stream_key(conversation_id)
+            validate_id(correlation_id, "correlation_id")
             self._forget_abandoned_turns()
             writer = TurnWriter(
                 key,
@@ -348,7 +349,7 @@ class ValkeyStreamBuffer:
                 max_batch=self._max_batch,
                 retry_seconds=self._write_retry_seconds,
             )
-            self._turns[(key, correlation_id)] = writer
+            self._turns[(conversation_id, correlation_id)] = writer
         return writer
 
     def _forget_abandoned_turns(self) -> None:
@@ -384,7 +385,7 @@ class ValkeyStreamBuffer:
         try:
             await writer.drain()
         finally:
-            self._turns.pop((writer.key, correlation_id), None)
+            self._turns.pop((conversation_id, correlation_id), None)
 
     async def _write_batch(self, key: str, entries: Sequence[Fields]) -> None:
         clients = self._clients()
