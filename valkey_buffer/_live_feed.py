@@ -105,11 +105,6 @@ class LiveFeed:
         self._task: asyncio.Task[None] | None = None
         self._idle_task: asyncio.Task[None] | None = None
 
-    @property
-    def followed_streams(self) -> int:
-        """How many streams the feed follows now."""
-        return len(self._subscriptions)
-
     def subscribe(self, key: str, position: str, idle_seconds: float) -> Subscription:
         """Follow ``key`` for a reader that has already read up to ``position``.
 
