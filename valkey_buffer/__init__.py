@@ -4,16 +4,20 @@ A reusable package with no Azure Functions imports: register ``ValkeyStreamBuffe
 agent's response callback and read the streams back as ``StreamChunk``s, live or resumed.
 """
 
-from ._buffer import ValkeyStreamBuffer
+from ._buffer import AcceptedTurn, ValkeyStreamBuffer
 from ._chunk import StreamChunk
 from ._connection import EntraTokenSource
 from ._errors import InvalidCursorError, InvalidIdError, StreamInputError, ValkeyUnavailableError
 from ._ids import parse_cursor, stream_key, validate_id
 from ._settings import ValkeySettings
 from ._sse import chunk_to_sse, encode_sse_comment, encode_sse_event
+from ._stream_reader import CommittedTurn, CommittedTurnLookup
 from ._turn_writer import WriteStats
 
 __all__ = [
+    "AcceptedTurn",
+    "CommittedTurn",
+    "CommittedTurnLookup",
     "EntraTokenSource",
     "InvalidCursorError",
     "InvalidIdError",

@@ -4,21 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from glide import Batch, ClusterBatch, ExclusiveIdBound, GlideError, MaxId, MinId, StreamAddOptions, TrimByMaxLen
+from glide import (
+    Batch,
+    ClusterBatch,
+    ExclusiveIdBound,
+    GlideError,
+    IdBound,
+    MaxId,
+    MinId,
+    StreamAddOptions,
+    TrimByMaxLen,
+)
 
 from ._chunk import StreamChunk
 from ._connection import EntraTokenSource, TokenCredential
-from ._errors import ValkeyUnavailableError
-from ._ids import parse_cursor, stream_key, validate_id
+from ._errors import InvalidCursorError, ValkeyUnavailableError
+from ._ids import LAST_POSSIBLE_ENTRY_ID, entry_order, parse_cursor, stream_key, turns_key, validate_id
 from ._loop_clients import LoopClients
 from ._settings import ValkeySettings
-from ._turn_writer import Fields, TurnWriter, WriteStats
+from ._stream_reader import CommittedTurnLookup, SequenceFilter, StreamReader
+from ._turn_writer import Fields, TurnWriter, WriteStats, wait_briefly
 
 if TYPE_CHECKING:
     from agent_framework import AgentResponse, AgentResponseUpdate
@@ -27,6 +40,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger("valkey_buffer")
 
 _CATCH_UP_PAGE = 512
+
+
+@dataclass(frozen=True)
+class AcceptedTurn:
+    """The record of a turn an HTTP route accepted (see ``ValkeyStreamBuffer.record_turn_accepted``).
+
+    Attributes:
+        agent: The agent that runs the turn.
+        accepted_at_ms: When it was accepted, in milliseconds since the epoch.
+    """
+
+    agent: str
+    accepted_at_ms: int
 
 
 class ValkeyStreamBuffer:
@@ -45,7 +71,9 @@ class ValkeyStreamBuffer:
             ``DefaultAzureCredential`` when ``None``.
         max_pending_chunks: Entries one turn may queue before the callback waits (backpressure).
         max_batch: Entries written per round trip at most.
-        write_retry_seconds: How long a failed batch is retried before it is dropped and counted.
+        write_retry_seconds: How long a failed batch of chunks is retried before it is dropped and
+            counted, and how long the callback waits for a turn's end to be written (the end itself
+            is never dropped: it is retried in the background for as long as the stream lives).
         token_refresh_margin_seconds: With Entra ID, renew tokens this long before they expire.
 
     Raises:
@@ -78,6 +106,7 @@ class ValkeyStreamBuffer:
         self._max_batch = max_batch
         self._write_retry_seconds = write_retry_seconds
         self._turns: dict[tuple[str, str], TurnWriter] = {}  # (conversation id, correlation id)
+        self._ending: set[TurnWriter] = set()  # turns whose end is still being written
         self._last_sweep = time.monotonic()
         self._loops: dict[asyncio.AbstractEventLoop, LoopClients] = {}
         self._loops_lock = threading.Lock()
@@ -108,29 +137,19 @@ class ValkeyStreamBuffer:
             logger.exception("Could not queue a streamed chunk for %s", context.session_id)
 
     async def on_agent_response(self, response: AgentResponse, context: AgentCallbackContext) -> None:
-        """End the turn: write what the stream is missing of the final text, then ``done``.
+        """End the turn with its final text: what the stream lacks of it, then ``done``.
 
         When the streamed chunks are a prefix of the final text (the usual case) the remainder is
-        appended; otherwise (the framework fell back to a non-streaming run after the stream
-        failed) a ``replace`` entry carries the full text. Never raises.
+        appended; when they are not (the framework fell back to a non-streaming run after the
+        stream failed) or a write of the turn failed, a ``replace`` entry carries the full text.
+        Never raises.
         """
         try:
-            conversation_id = _session_of(context)
-            writer = self._turn(conversation_id, context.correlation_id)
-            streamed = "".join(writer.streamed_text)
-            final = response.text or ""
-            if final.startswith(streamed):
-                if final[len(streamed) :]:
-                    await self.write_chunk(
-                        conversation_id,
-                        final[len(streamed) :],
-                        correlation_id=context.correlation_id,
-                        agent=context.agent_name,
-                    )
-            else:
-                await self._add(writer, {"text": final, "replace": "true"}, context.correlation_id, context.agent_name)
             await self.write_completion(
-                conversation_id, correlation_id=context.correlation_id, agent=context.agent_name
+                _session_of(context),
+                correlation_id=context.correlation_id,
+                agent=context.agent_name,
+                final_text=response.text or "",
             )
         except Exception:
             logger.exception("Could not complete the stream of %s", context.session_id)
@@ -151,27 +170,87 @@ class ValkeyStreamBuffer:
         Raises:
             InvalidIdError: If an id is invalid.
         """
-        writer = self._turn(conversation_id, correlation_id)
-        writer.streamed_text.append(text)
-        await self._add(writer, {"text": text}, correlation_id, agent)
+        await self._turn(conversation_id, correlation_id, agent).add(text)
 
-    async def write_completion(self, conversation_id: str, *, correlation_id: str, agent: str | None = None) -> None:
-        """Write the turn's ``done`` entry after all its queued chunks; returns once all are written.
+    async def write_completion(
+        self,
+        conversation_id: str,
+        *,
+        correlation_id: str,
+        agent: str | None = None,
+        final_text: str | None = None,
+    ) -> None:
+        """End the turn with ``done`` after all its queued chunks.
+
+        Returns once the end is written, or after ``write_retry_seconds`` while Valkey fails: the
+        end is then retried in the background for as long as the stream lives.
+
+        Args:
+            conversation_id: The session.
+            correlation_id: The turn.
+            agent: The agent's name, recorded in the entries.
+            final_text: The committed answer: what the chunks lack of it is appended, or it replaces
+                them (``replace`` entry) when they are not its prefix or a write failed.
 
         Raises:
             InvalidIdError: If an id is invalid.
         """
-        await self._finish(conversation_id, correlation_id, {"text": "", "done": "true"}, agent)
+        await self._end(conversation_id, correlation_id, agent, final_text=final_text, error=None)
 
     async def write_error(
         self, conversation_id: str, message: str, *, correlation_id: str, agent: str | None = None
     ) -> None:
-        """Write the turn's ``error`` entry after all its queued chunks; returns once all are written.
+        """End the turn with an ``error`` entry after all its queued chunks (see ``write_completion``).
 
         Raises:
             InvalidIdError: If an id is invalid.
         """
-        await self._finish(conversation_id, correlation_id, {"text": "", "error": message or "error"}, agent)
+        await self._end(conversation_id, correlation_id, agent, final_text=None, error=message or "error")
+
+    async def record_turn_accepted(self, conversation_id: str, correlation_id: str, agent: str) -> None:
+        """Record that a turn was accepted, for as long as its stream would live.
+
+        A turn exists from the moment an HTTP route accepts it, before the agent's state knows it:
+        :meth:`accepted_turn` tells "accepted, not started yet" from "never accepted".
+
+        Raises:
+            InvalidIdError: If an id is invalid.
+            ValkeyUnavailableError: If Valkey cannot be reached.
+        """
+        key = turns_key(conversation_id)
+        validate_id(correlation_id, "correlation_id")
+        record = json.dumps({"agent": agent, "accepted_at_ms": int(time.time() * 1000)})
+        batch: Batch | ClusterBatch = ClusterBatch(is_atomic=True) if self.settings.cluster else Batch(is_atomic=True)
+        batch.hset(key, {correlation_id: record})
+        batch.expire(key, self.settings.stream_ttl_seconds)
+        try:
+            client = await self._clients().writer()
+            await client.exec(batch, raise_on_error=True)
+        except GlideError as error:
+            raise ValkeyUnavailableError(f"Valkey at {self.settings.address} is unavailable: {error}") from error
+
+    async def accepted_turn(self, conversation_id: str, correlation_id: str) -> AcceptedTurn | None:
+        """The record of an accepted turn (see :meth:`record_turn_accepted`), ``None`` if there is none.
+
+        Raises:
+            InvalidIdError: If an id is invalid.
+            ValkeyUnavailableError: If Valkey cannot be reached.
+        """
+        key = turns_key(conversation_id)
+        validate_id(correlation_id, "correlation_id")
+        try:
+            client = await self._clients().writer()
+            raw = await client.hget(key, correlation_id)
+        except GlideError as error:
+            raise ValkeyUnavailableError(f"Valkey at {self.settings.address} is unavailable: {error}") from error
+        if raw is None:
+            return None
+        try:
+            record = json.loads(_text(raw))
+            return AcceptedTurn(agent=str(record["agent"]), accepted_at_ms=int(record["accepted_at_ms"]))
+        except (ValueError, KeyError, TypeError):
+            logger.warning("Ignored a malformed turn record %s in %s", correlation_id, key)
+            return None
 
     # ----- readers -----
 
@@ -182,19 +261,29 @@ class ValkeyStreamBuffer:
         *,
         correlation_id: str | None = None,
         idle_timeout: float | None = None,
+        committed_turn: CommittedTurnLookup | None = None,
     ) -> AsyncIterator[StreamChunk]:
         """Yield a stream's entries after ``cursor``, then follow new ones live.
 
         The iterator ends after the terminal entry (``done`` or ``error``) of the turn it follows:
         the turn ``correlation_id`` names (other turns' entries are skipped), or without one the
-        first turn it meets. When nothing arrives for ``idle_timeout`` seconds it yields a chunk
-        with ``kind="error"`` and an empty ``entry_id`` and ends.
+        first turn it meets. An entry written twice (a write retried after a timeout) is yielded
+        once. A cursor at or after the followed turn's terminal entry yields that entry at once.
+
+        With ``committed_turn``, a reader whose turn writes nothing for
+        ``settings.read_reconcile_seconds`` (or whose turn has nothing in the stream at all) asks
+        the committed outcome; a committed turn then ends at once with a ``replace`` chunk holding
+        the committed text and ``done`` (or an ``error``), both without an entry id. When nothing
+        at all arrives for ``idle_timeout`` seconds it yields a chunk with ``kind="error"`` and an
+        empty ``entry_id`` and ends. A Valkey outage after the first entry does not end it: it
+        reads on when Valkey is back.
 
         Args:
             conversation_id: The session to read.
             cursor: The last entry id the reader has (exclusive); ``None`` or ``0`` for the start.
             correlation_id: Follow this turn only.
             idle_timeout: Seconds to wait for an entry; ``settings.read_idle_timeout_seconds`` by default.
+            committed_turn: Looks up a turn's committed outcome (the source of truth).
 
         Yields:
             The entries, in order, each once.
@@ -205,31 +294,21 @@ class ValkeyStreamBuffer:
             ValkeyUnavailableError: If Valkey cannot be reached before the first entry.
         """
         key, position = _reader_start(conversation_id, cursor, correlation_id)
-        timeout = self.settings.read_idle_timeout_seconds if idle_timeout is None else idle_timeout
         clients = self._clients()
-
-        # Catch up with non-blocking reads, then join the live feed from the last id read: the
-        # feed delivers only ids after it, so the seam has neither a gap nor a duplicate.
-        async for entry_id, chunk in self._entries_after(clients, key, position):
-            position = entry_id
-            if chunk is not None and _wanted(chunk, correlation_id):
+        reader = StreamReader(
+            key=key,
+            position=position,
+            correlation_id=correlation_id,
+            feed=clients.feed(),
+            read_after=lambda after: self._entries_after(clients, key, after),
+            read_back=lambda at, count: self._entries_back(clients, key, at, count),
+            idle_timeout=self.settings.read_idle_timeout_seconds if idle_timeout is None else idle_timeout,
+            reconcile_after=self.settings.read_reconcile_seconds,
+            committed_turn=committed_turn,
+        )
+        async with contextlib.aclosing(reader.chunks()) as chunks:
+            async for chunk in chunks:
                 yield chunk
-                if chunk.is_terminal:
-                    return
-
-        feed = clients.feed()
-        subscription = feed.subscribe(key, position, timeout)
-        try:
-            while True:
-                chunk = await subscription.next_chunk()
-                # A synthetic error (no entry id: timeout, outage) ends every reader.
-                if chunk is None or (chunk.entry_id and not _wanted(chunk, correlation_id)):
-                    continue
-                yield chunk
-                if chunk.is_terminal:
-                    return
-        finally:
-            feed.unsubscribe(subscription)
 
     async def read_available(
         self,
@@ -242,7 +321,7 @@ class ValkeyStreamBuffer:
         """Return the entries written so far after ``cursor``, without waiting for new ones.
 
         For clients that poll instead of holding a connection. Stops after the followed turn's
-        terminal entry, like ``read_stream``.
+        terminal entry, like ``read_stream``, and drops repeated entries the same way.
 
         Args:
             conversation_id: The session to read.
@@ -258,9 +337,15 @@ class ValkeyStreamBuffer:
         key, position = _reader_start(conversation_id, cursor, correlation_id)
         if count is not None and count < 1:
             raise ValueError("count must be at least 1")
+        clients = self._clients()
+        sequences = SequenceFilter()
+        if position != "0-0":
+            for _, before in await self._entries_back(clients, key, position, 64):
+                if before is not None:
+                    sequences.learn(before)
         chunks: list[StreamChunk] = []
-        async for _, chunk in self._entries_after(self._clients(), key, position):
-            if chunk is None or not _wanted(chunk, correlation_id):
+        async for _, chunk in self._entries_after(clients, key, position):
+            if chunk is None or not sequences.is_new(chunk) or not _wanted(chunk, correlation_id):
                 continue
             chunks.append(chunk)
             if chunk.is_terminal or (count is not None and len(chunks) >= count):
@@ -285,6 +370,22 @@ class ValkeyStreamBuffer:
             raise ValkeyUnavailableError(f"Valkey at {self.settings.address} is unavailable: {error}") from error
         return next((_text(entry_id) for entry_id in (reply or {})), "0-0")
 
+    async def check_cursor(self, conversation_id: str, cursor: str | None) -> None:
+        """Refuse a cursor that is after the stream's newest entry: no entry of it can have that id.
+
+        An empty or absent stream accepts any cursor (it may have expired, or Valkey lost it; a
+        reader with ``committed_turn`` then ends with the committed outcome).
+
+        Raises:
+            InvalidIdError: If the id is invalid.
+            InvalidCursorError: If the cursor is malformed or after the newest entry.
+            ValkeyUnavailableError: If Valkey cannot be reached.
+        """
+        position = parse_cursor(cursor)
+        latest = await self.latest_entry_id(conversation_id)
+        if position is not None and latest != "0-0" and entry_order(position) > entry_order(latest):
+            raise InvalidCursorError(f"cursor {position} is after the stream's newest entry {latest}")
+
     async def ping(self) -> bool:
         """Whether Valkey answers now (for health checks); never raises."""
         try:
@@ -295,12 +396,14 @@ class ValkeyStreamBuffer:
         return True
 
     async def aclose(self) -> None:
-        """Write out queued entries of this event loop and close every client. Idempotent."""
+        """Write out queued entries of this event loop and close every client. Idempotent.
+
+        A turn end still being retried is given ``write_retry_seconds`` more, then abandoned.
+        """
         current = asyncio.get_running_loop()
-        for writer in list(self._turns.values()):
+        for writer in [*self._turns.values(), *self._ending]:
             if writer.loop is current:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(writer.drain(), timeout=self._write_retry_seconds + 1)
+                await wait_briefly(writer.flusher, self._write_retry_seconds + 1)
         with self._loops_lock:
             loops = dict(self._loops)
             self._loops.clear()
@@ -334,7 +437,7 @@ class ValkeyStreamBuffer:
             )
         return self._token_source
 
-    def _turn(self, conversation_id: str, correlation_id: str) -> TurnWriter:
+    def _turn(self, conversation_id: str, correlation_id: str, agent: str | None) -> TurnWriter:
         writer = self._turns.get((conversation_id, correlation_id))
         if writer is None:
             # The ids are checked once, when the turn's first entry arrives, not for every chunk.
@@ -343,11 +446,14 @@ class ValkeyStreamBuffer:
             self._forget_abandoned_turns()
             writer = TurnWriter(
                 key,
+                correlation_id,
+                agent,
                 self._write_batch,
                 self.stats,
                 max_pending=self._max_pending,
                 max_batch=self._max_batch,
                 retry_seconds=self._write_retry_seconds,
+                end_retry_seconds=self.settings.stream_ttl_seconds,
             )
             self._turns[(conversation_id, correlation_id)] = writer
         return writer
@@ -364,28 +470,20 @@ class ValkeyStreamBuffer:
             if writer.is_idle and writer.last_activity < cutoff:
                 del self._turns[turn]
 
-    async def _add(self, writer: TurnWriter, fields: dict[str, str], correlation_id: str, agent: str | None) -> None:
-        entry: Fields = [
-            ("text", fields.pop("text", "")),
-            ("sequence", str(writer.next_sequence)),
-            ("timestamp", str(int(time.time() * 1000))),
-            *fields.items(),
-            ("correlation_id", correlation_id),
-        ]
-        if agent:
-            entry.append(("agent", agent))
-        writer.next_sequence += 1
-        await writer.add(entry)
-
-    async def _finish(
-        self, conversation_id: str, correlation_id: str, fields: dict[str, str], agent: str | None
+    async def _end(
+        self, conversation_id: str, correlation_id: str, agent: str | None, *, final_text: str | None, error: str | None
     ) -> None:
-        writer = self._turn(conversation_id, correlation_id)
-        await self._add(writer, fields, correlation_id, agent)
-        try:
-            await writer.drain()
-        finally:
-            self._turns.pop((conversation_id, correlation_id), None)
+        writer = self._turn(conversation_id, correlation_id, agent)
+        writer.end(final_text=final_text, error=error)
+        # The turn is over for the agent; its writer lives on until the end is in Valkey.
+        del self._turns[(conversation_id, correlation_id)]
+        flusher = writer.flusher
+        if flusher is not None and not flusher.done():
+            self._ending.add(writer)
+            flusher.add_done_callback(lambda _: self._ending.discard(writer))
+        # Usually the end is written within a round trip; during an outage the agent does not wait
+        # for it: the writer retries it in the background.
+        await wait_briefly(flusher, self._write_retry_seconds)
 
     async def _write_batch(self, key: str, entries: Sequence[Fields]) -> None:
         clients = self._clients()
@@ -402,6 +500,8 @@ class ValkeyStreamBuffer:
         self, clients: LoopClients, key: str, position: str
     ) -> AsyncIterator[tuple[str, StreamChunk | None]]:
         """Every entry now in the stream after ``position``, page by page, with its chunk (``None`` if malformed)."""
+        if position == LAST_POSSIBLE_ENTRY_ID:
+            return  # nothing can follow it (and Valkey refuses an exclusive range from it)
         while True:
             page = await self._range(clients, key, position, _CATCH_UP_PAGE)
             for entry_id, fields in page:
@@ -409,6 +509,17 @@ class ValkeyStreamBuffer:
                 yield entry_id, self._parse(entry_id, fields)
             if len(page) < _CATCH_UP_PAGE:
                 return
+
+    async def _entries_back(
+        self, clients: LoopClients, key: str, at: str, count: int
+    ) -> list[tuple[str, StreamChunk | None]]:
+        """Up to ``count`` entries at or before ``at``, newest first."""
+        try:
+            client = await clients.writer()
+            reply = await client.xrevrange(key, IdBound(at), MinId(), count=count)
+        except GlideError as error:
+            raise ValkeyUnavailableError(f"Valkey at {self.settings.address} is unavailable: {error}") from error
+        return [(_text(entry_id), self._parse(_text(entry_id), fields)) for entry_id, fields in (reply or {}).items()]
 
     async def _range(self, clients: LoopClients, key: str, after: str, count: int) -> list[tuple[str, Any]]:
         try:

@@ -8,6 +8,7 @@ from ._errors import InvalidCursorError, InvalidIdError
 
 MAX_ID_LENGTH = 256
 STREAM_KEY_PREFIX = "agent-stream:"
+TURNS_KEY_PREFIX = "agent-turns:"
 
 # Letters, digits and a few separators: no braces (cluster hash tags), no glob characters, no
 # whitespace or control characters, nothing that could make a key name collide with another's.
@@ -73,7 +74,16 @@ def stream_key(conversation_id: str) -> str:
     return STREAM_KEY_PREFIX + validate_id(conversation_id, "conversation_id")
 
 
-def entry_id_after(entry_id: str) -> tuple[int, int]:
+def turns_key(conversation_id: str) -> str:
+    """The Valkey key of a conversation's accepted-turn records (a hash: correlation id -> record)."""
+    return TURNS_KEY_PREFIX + validate_id(conversation_id, "conversation_id")
+
+
+def entry_order(entry_id: str) -> tuple[int, int]:
     """Split an entry id into its numeric parts, for ordering comparisons."""
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
+
+
+LAST_POSSIBLE_ENTRY_ID = f"{_MAX_UINT64}-{_MAX_UINT64}"
+"""No entry can follow this id: a reader positioned there has nothing to read."""

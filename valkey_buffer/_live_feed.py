@@ -1,4 +1,12 @@
-"""One process-wide live feed per event loop: a dedicated read connection fanned out in memory."""
+"""One process-wide live feed per event loop: a dedicated read connection fanned out in memory.
+
+The hand-off from a reader's catch-up to the live feed is gap-free by construction: a reader
+subscribes *first*, then reads Valkey from its own cursor, then takes the feed's entries, dropping
+those at or below the last id it has. Whatever the feed delivered while the reader caught up is
+either in the catch-up or in the reader's queue. The same path serves a reader that fell behind:
+its queue is bounded, and when it overflows the queue is emptied and the reader catches up from
+Valkey again, so a slow client costs Valkey reads, never host memory.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,56 +22,71 @@ from glide import ClosingError, ClusterBatch, StreamReadOptions
 
 from ._chunk import StreamChunk
 from ._connection import GlideAnyClient
-from ._ids import entry_id_after
+from ._ids import entry_order
 
 logger = logging.getLogger("valkey_buffer")
 
+# One delivered entry: (its id as numbers, its id, its chunk or None when malformed).
+Delivery = tuple[tuple[int, int], str, StreamChunk | None]
+
 
 class Subscription:
-    """One reader's place in the live feed: chunks after ``position`` arrive in ``queue``.
+    """One reader's place in the live feed.
 
-    A malformed entry arrives as ``None`` (it still moves the position). The feed puts a
-    ``TimeoutError`` in the queue when nothing arrived for ``idle_seconds``, and its own exception
-    when it gave up reading, so a waiting reader needs no timer of its own.
+    The feed appends every entry it reads for ``key`` to ``entries``; the reader pops them. When
+    more than ``max_queued`` are waiting, they are dropped and ``needs_catch_up`` is set: the
+    reader reads Valkey from its own position instead. ``wake_at`` is when the reader wants to be
+    woken without an entry (its idle and reconcile timers); the feed's sweep does that.
     """
 
-    def __init__(self, key: str, position: str, idle_seconds: float) -> None:
+    def __init__(self, key: str, max_queued: int) -> None:
         self.key = key
-        self.position = position
-        self.order = entry_id_after(position)
-        self.idle_seconds = idle_seconds
-        self.deadline = time.monotonic() + idle_seconds
-        self.queue: asyncio.Queue[StreamChunk | BaseException | None] = asyncio.Queue()
+        self.entries: deque[Delivery] = deque()
+        self.needs_catch_up = True
+        self.wake_at = float("inf")
+        self.overflows = 0
+        self._max_queued = max_queued
+        self._event = asyncio.Event()
 
-    async def next_chunk(self) -> StreamChunk | None:
-        """The next chunk; an ``error`` chunk when the reader was idle too long or the feed failed."""
-        item = self.queue.get_nowait() if not self.queue.empty() else await self.queue.get()
-        if isinstance(item, TimeoutError):
-            message = f"no new entries for {self.idle_seconds:g} s: the producer may have stopped"
-            return StreamChunk(entry_id="", kind="error", error=message)
-        if isinstance(item, BaseException):
-            return StreamChunk(entry_id="", kind="error", error=f"Valkey is unavailable: {item}")
-        return item
+    def deliver(self, entries: list[Delivery]) -> None:
+        if len(self.entries) + len(entries) > self._max_queued:
+            # The reader is behind: Valkey holds these entries, it reads them from there.
+            self.entries.clear()
+            self.needs_catch_up = True
+            self.overflows += 1
+        else:
+            self.entries.extend(entries)
+        self._event.set()
 
-    def deliver(self, entries: list[tuple[tuple[int, int], str, StreamChunk | None]], now: float) -> None:
-        for order, entry_id, chunk in entries:
-            if order > self.order:
-                self.queue.put_nowait(chunk)
-                self.position, self.order = entry_id, order
-                self.deadline = now + self.idle_seconds
+    def wake(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> None:
+        """Wait until an entry arrives, a catch-up is due, or ``wake_at`` has passed."""
+        if not self.entries and not self.needs_catch_up:
+            await self._event.wait()
+        self._event.clear()
 
 
 class LiveFeed:
     """Follows every stream that has live readers over one connection and fans entries out.
 
+    The feed keeps one position per followed stream: the id of the last entry it read. A stream is
+    followed from the moment its first reader has caught up (:meth:`follow_from`) until its last
+    reader leaves; the position only moves forward, so no entry is read twice by the feed.
+
     Standalone: one blocking multi-key ``XREAD`` on a client of its own (a blocking read stalls
-    every other command on its client, so writes never share it). When a reader joins, the
-    pending read is cut short with ``CLIENT UNBLOCK`` so the new key is read at once.
+    every other command on its client, so writes never share it). When a stream starts being
+    followed, the pending read is cut short with ``CLIENT UNBLOCK`` so the new stream is read at
+    once, whatever the feed was doing.
 
     Cluster: a multi-key ``XREAD`` must stay within one hash slot, so the feed polls instead: one
     pipelined, non-blocking ``XREAD`` per followed stream on its own cluster client, repeated at
     once while entries flow and, while all is quiet, after a pause that doubles from
     ``poll_interval`` up to ``max_poll_interval``.
+
+    While reads fail (an outage), the feed keeps trying: readers keep their own timers, and the
+    feed resumes from its positions when Valkey is back, so nothing written after is missed.
 
     Args:
         connect: Creates the feed's client (called lazily, again after a failure).
@@ -70,9 +94,10 @@ class LiveFeed:
         unblock: Sends ``CLIENT UNBLOCK <id>`` over another connection.
         block_ms: How long one blocking read waits.
         cluster: Whether the server is a cluster.
-        give_up_seconds: How long reads may keep failing before the readers get an error.
         poll_interval: Cluster only: the first pause after a poll that found nothing.
         max_poll_interval: Cluster only: the longest pause between polls.
+        batch_count: Entries read per stream and round at most.
+        max_queued: Entries a reader may have waiting before it is sent back to Valkey.
     """
 
     def __init__(
@@ -83,87 +108,109 @@ class LiveFeed:
         *,
         block_ms: int,
         cluster: bool,
-        give_up_seconds: float,
         poll_interval: float = 0.005,
         max_poll_interval: float = 0.05,
         batch_count: int = 512,
+        max_queued: int = 1024,
     ) -> None:
         self._connect = connect
         self._parse = parse
         self._unblock = unblock
         self._block_ms = block_ms
         self._cluster = cluster
-        self._give_up_seconds = give_up_seconds
         self._poll_interval = poll_interval
         self._max_poll_interval = max_poll_interval
         self._batch_count = batch_count
+        self._max_queued = max_queued
         self._subscriptions: dict[str, set[Subscription]] = {}
+        self._positions: dict[str, str] = {}  # followed stream -> id of the last entry the feed read
+        self._followed = asyncio.Event()  # set when a stream starts being followed
         self._client: GlideAnyClient | None = None
         self._client_id: int | None = None
-        self._blocked = False
+        self._reading: int | None = None  # the round whose blocking read is pending, if any
         self._round = 0
         self._task: asyncio.Task[None] | None = None
-        self._idle_task: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
-    def subscribe(self, key: str, position: str, idle_seconds: float) -> Subscription:
-        """Follow ``key`` for a reader that has already read up to ``position``.
+    @property
+    def reader_count(self) -> int:
+        """Readers subscribed now."""
+        return sum(len(readers) for readers in self._subscriptions.values())
 
-        The reader gets a ``TimeoutError`` in its queue when no entry arrives for ``idle_seconds``.
-        """
-        subscription = Subscription(key, position, idle_seconds)
-        is_new_key = key not in self._subscriptions
+    def subscribe(self, key: str) -> Subscription:
+        """Start delivering ``key``'s entries to a new reader, which must catch up first (see the module)."""
+        subscription = Subscription(key, self._max_queued)
         self._subscriptions.setdefault(key, set()).add(subscription)
-        loop = asyncio.get_running_loop()
-        if self._task is None or self._task.done():
-            self._task = loop.create_task(self._follow(), name="valkey-live-feed")
-        if self._idle_task is None or self._idle_task.done():
-            self._idle_task = loop.create_task(self._expire_idle_readers(), name="valkey-live-feed-idle")
-        elif is_new_key and self._blocked:
-            asyncio.get_running_loop().create_task(self._cut_short(self._round))
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._wake_readers(), name="valkey-live-feed-timers")
         return subscription
 
+    def follow_from(self, key: str, position: str) -> None:
+        """Follow ``key`` after ``position`` unless it is followed already (a reader caught up to there).
+
+        A stream already followed keeps its position: it is at or after what any subscribed reader
+        still needs from the feed (see the module docstring).
+        """
+        if key in self._positions or key not in self._subscriptions:
+            return
+        self._positions[key] = position
+        self._followed.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._follow(), name="valkey-live-feed")
+        elif self._reading is not None:
+            asyncio.get_running_loop().create_task(self._cut_short(self._reading))
+
     def unsubscribe(self, subscription: Subscription) -> None:
-        """Stop delivering to a reader."""
+        """Stop delivering to a reader; a stream without readers is no longer followed."""
         readers = self._subscriptions.get(subscription.key)
         if readers is None:
             return
         readers.discard(subscription)
         if not readers:
             del self._subscriptions[subscription.key]
+            self._positions.pop(subscription.key, None)
+            self._followed.set()  # lets an idle feed notice that it has nothing left to do
 
     async def aclose(self) -> None:
         """Stop following and close the feed's client."""
-        for task in (self._task, self._idle_task):
+        for task in (self._task, self._sweeper):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
         if self._client is not None:
-            await self._client.close()
+            with contextlib.suppress(Exception):
+                await self._client.close()
             self._client = None
 
     async def _cut_short(self, read_round: int) -> None:
         # CLIENT UNBLOCK travels on another connection and may overtake the XREAD it is meant to
         # cut short (it then answers 0): try again until that read has started or has ended.
-        for _ in range(100):
-            if self._round != read_round or not self._blocked or self._client_id is None:
-                return
-            with contextlib.suppress(Exception):
-                if await self._unblock(self._client_id):
-                    return
+        deadline = time.monotonic() + self._block_ms / 1000
+        while self._reading == read_round and time.monotonic() < deadline:
+            client_id = self._client_id
+            if client_id is not None:
+                with contextlib.suppress(Exception):
+                    if await self._unblock(client_id):
+                        return
             await asyncio.sleep(0.002)
 
     async def _follow(self) -> None:
         failing_since: float | None = None
         idle_polls = 0
         while self._subscriptions:
+            if not self._positions:
+                # Readers are still catching up: nothing to read until one of them is done.
+                self._followed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._followed.wait(), timeout=1.0)
+                continue
             try:
                 if self._client is None:
                     self._client = await self._connect()
                 if self._client_id is None and not self._cluster:
                     self._client_id = int(await self._client.custom_command(["CLIENT", "ID"]))
                 found = await self._read_round(self._client)
-                failing_since = None
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -172,13 +219,14 @@ class LiveFeed:
                 if isinstance(error, ClosingError):
                     self._client = None
                 now = time.monotonic()
-                failing_since = failing_since or now
-                if now - failing_since >= self._give_up_seconds:
-                    logger.warning("Live feed gives up after %.1f s of failed reads: %s", now - failing_since, error)
-                    self._fail_everyone(error)
-                    failing_since = None
-                await asyncio.sleep(0.1)
+                if failing_since is None:
+                    failing_since = now
+                    logger.warning("Live feed reads fail, retrying until Valkey answers: %s", error)
+                await asyncio.sleep(min(1.0, 0.1 + (now - failing_since) / 10))
                 continue
+            if failing_since is not None:
+                logger.info("Live feed reads succeed again after %.1f s", time.monotonic() - failing_since)
+                failing_since = None
             if self._cluster:
                 # Poll fast while entries flow; back off (up to max_poll_interval) while all is quiet.
                 idle_polls = 0 if found else idle_polls + 1
@@ -186,59 +234,55 @@ class LiveFeed:
                     await asyncio.sleep(min(self._poll_interval * 2 ** (idle_polls - 1), self._max_poll_interval))
 
     async def _read_round(self, client: GlideAnyClient) -> bool:
-        positions = {key: min(readers, key=lambda s: s.order).position for key, readers in self._subscriptions.items()}
+        positions = dict(self._positions)
         if self._cluster:
             results = await self._poll(client, positions)
         else:
             options = StreamReadOptions(block_ms=self._block_ms, count=self._batch_count)
             self._round += 1
-            self._blocked = True
+            self._reading = self._round
             try:
                 reply = await client.xread(positions, options)
             finally:
-                self._blocked = False
+                self._reading = None
             results = dict(reply or {})
         for raw_key, entries in results.items():
-            key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
-            decoded = []
+            key = _text(raw_key)
+            if key not in self._positions:
+                continue  # its last reader left while the read was pending
+            delivered: list[Delivery] = []
             for raw_id, fields in entries.items():
                 entry_id = _text(raw_id)
-                decoded.append((entry_id_after(entry_id), entry_id, self._parse(entry_id, fields)))
-            now = time.monotonic()
+                delivered.append((entry_order(entry_id), entry_id, self._parse(entry_id, fields)))
+            if not delivered:
+                continue
+            if delivered[-1][0] > entry_order(self._positions[key]):
+                self._positions[key] = delivered[-1][1]
             for subscription in list(self._subscriptions.get(key, ())):
-                subscription.deliver(decoded, now)
+                subscription.deliver(delivered)
         return bool(results)
 
     async def _poll(self, client: Any, positions: dict[str, str]) -> dict[Any, Any]:
         batch = ClusterBatch(is_atomic=False)
-        keys = list(positions)
-        for key in keys:
-            batch.xread({key: positions[key]}, StreamReadOptions(count=self._batch_count))
+        for key, position in positions.items():
+            batch.xread({key: position}, StreamReadOptions(count=self._batch_count))
         replies = await client.exec(batch, raise_on_error=True) or []
         results: dict[Any, Any] = {}
         for reply in replies:
             results.update(reply or {})
         return results
 
-    async def _expire_idle_readers(self) -> None:
-        # One timer for all readers instead of one per waiting reader: checked often enough for
-        # the shortest idle time (to a tenth of it), at most once a second.
+    async def _wake_readers(self) -> None:
+        # One timer for all readers instead of one per waiting reader: each reader says when it
+        # wants to be woken (wake_at); checked every 50 ms, which bounds how late a timer fires.
         while self._subscriptions:
             now = time.monotonic()
-            shortest = 1.0
             for readers in list(self._subscriptions.values()):
                 for subscription in readers:
-                    shortest = min(shortest, subscription.idle_seconds / 10)
-                    if now >= subscription.deadline:
-                        subscription.deadline = float("inf")  # tell it once
-                        subscription.queue.put_nowait(TimeoutError())
-            await asyncio.sleep(max(0.01, shortest))
-
-    def _fail_everyone(self, error: BaseException) -> None:
-        for readers in self._subscriptions.values():
-            for subscription in readers:
-                subscription.queue.put_nowait(error)
-        self._subscriptions.clear()
+                    if now >= subscription.wake_at:
+                        subscription.wake_at = float("inf")
+                        subscription.wake()
+            await asyncio.sleep(0.05)
 
 
 def _text(value: bytes | str) -> str:

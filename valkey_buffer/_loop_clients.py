@@ -56,7 +56,6 @@ class LoopClients:
                 self._unblock,
                 block_ms=self._settings.read_block_ms,
                 cluster=self._settings.cluster,
-                give_up_seconds=max(2.0, self._settings.request_timeout_ms / 1000 * 3),
             )
         return self._feed
 

@@ -33,6 +33,8 @@ class ValkeySettings:
         read_block_ms: How long the live feed's blocking read waits per call (``VALKEY_READ_BLOCK_MS``).
         read_idle_timeout_seconds: How long a reader waits for a new entry before it gives up with
             an error (``VALKEY_READ_IDLE_TIMEOUT_SECONDS``).
+        read_reconcile_seconds: How long a reader of one turn waits for the turn's next entry before
+            it asks the turn's committed outcome (``VALKEY_READ_RECONCILE_SECONDS``).
         request_timeout_ms: Timeout of each non-blocking request (``VALKEY_REQUEST_TIMEOUT_MS``).
     """
 
@@ -47,6 +49,7 @@ class ValkeySettings:
     stream_maxlen: int | None = 10_000
     read_block_ms: int = 5_000
     read_idle_timeout_seconds: float = 120.0
+    read_reconcile_seconds: float = 10.0
     request_timeout_ms: int = 1_000
 
     def __post_init__(self) -> None:
@@ -62,6 +65,7 @@ class ValkeySettings:
             _check_range("stream_maxlen", self.stream_maxlen, 1, 10**9)
         _check_range("read_block_ms", self.read_block_ms, 1, 600_000)
         _check_range("read_idle_timeout_seconds", self.read_idle_timeout_seconds, 0.01, 86_400)
+        _check_range("read_reconcile_seconds", self.read_reconcile_seconds, 0.01, 86_400)
         _check_range("request_timeout_ms", self.request_timeout_ms, 1, 600_000)
 
     @classmethod
@@ -185,6 +189,7 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "VALKEY_STREAM_MAXLEN": ("stream_maxlen", _parse_optional_int),
     "VALKEY_READ_BLOCK_MS": ("read_block_ms", int),
     "VALKEY_READ_IDLE_TIMEOUT_SECONDS": ("read_idle_timeout_seconds", float),
+    "VALKEY_READ_RECONCILE_SECONDS": ("read_reconcile_seconds", float),
     "VALKEY_REQUEST_TIMEOUT_MS": ("request_timeout_ms", int),
 }
 _VARIABLE_OF_FIELD = {name: variable for variable, (name, _) in _ENV_FIELDS.items()}

@@ -1,8 +1,15 @@
-"""Group commit for one turn: an ordered, bounded queue of entries flushed in atomic batches."""
+"""Group commit for one turn: an ordered, bounded queue of entries flushed in atomic batches.
+
+The turn's end is decided when the writer reaches it, not when the agent reports it: only then is
+it known whether every chunk before it reached Valkey. If any write of the turn failed (dropped, or
+timed out so that it may or may not have been applied), the end carries the committed text in a
+``replace`` entry, so that every reader ends with what was committed.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -24,85 +31,187 @@ class WriteStats:
     batches_written: int = 0
     batch_failures: int = 0
     entries_dropped: int = 0
+    turns_replaced: int = 0
+
+
+@dataclass(frozen=True)
+class _TurnEnd:
+    """The end of a turn, queued behind its chunks: ``done`` (with the final text) or ``error``."""
+
+    final_text: str | None
+    error: str | None
 
 
 class TurnWriter:
     """Queues one turn's entries and writes them in order, many per round trip.
 
     The agent's callback only waits when the queue is full (backpressure). While Valkey is
-    unreachable, a batch is retried for ``retry_seconds`` and then dropped and counted, and the
-    queue stops applying backpressure until a write succeeds again, so an outage never stalls or
-    fails the agent.
+    unreachable, a batch of chunks is retried for ``retry_seconds`` and then dropped and counted,
+    and the queue stops applying backpressure until a write succeeds again, so an outage never
+    stalls or fails the agent. The turn's end is never dropped: it is retried in the background
+    for as long as the stream would live (``end_retry_seconds``).
+
+    Args:
+        key: The stream key.
+        correlation_id: The turn, recorded in every entry.
+        agent: The agent's name, recorded in every entry when given.
+        write_batch: Writes a batch atomically.
+        stats: Counters shared by the buffer's writers.
+        max_pending: Entries queued before :meth:`add` waits.
+        max_batch: Entries written per round trip at most.
+        retry_seconds: How long a batch of chunks is retried before it is dropped.
+        end_retry_seconds: How long the turn's end is retried.
     """
 
     def __init__(
         self,
         key: str,
+        correlation_id: str,
+        agent: str | None,
         write_batch: BatchWriter,
         stats: WriteStats,
         *,
         max_pending: int,
         max_batch: int,
         retry_seconds: float,
+        end_retry_seconds: float,
     ) -> None:
         self.key = key
+        self.correlation_id = correlation_id
+        self.agent = agent
         self.loop = asyncio.get_running_loop()
-        self.next_sequence = 0
-        self.streamed_text: list[str] = []
+        self.last_activity = time.monotonic()
         self._write_batch = write_batch
         self._stats = stats
-        self._pending: deque[Fields] = deque()
+        self._pending: deque[Fields | _TurnEnd] = deque()
         self._max_pending = max_pending
         self._max_batch = max_batch
         self._retry_seconds = retry_seconds
+        self._end_retry_seconds = end_retry_seconds
+        self._next_sequence = 0
+        self._queued_text: list[str] = []  # every chunk's text, in order: what the stream should add up to
+        self._uncertain = False  # a write of this turn failed: the stream may lack (or repeat) entries
         self._healthy = True
+        self._ended = False
         self._space = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
-        self.last_activity = time.monotonic()
 
     @property
     def is_idle(self) -> bool:
         """Whether nothing is queued or being written."""
         return not self._pending and (self._flusher is None or self._flusher.done())
 
-    async def add(self, fields: Fields) -> None:
-        """Queue an entry; waits only while the queue is full and Valkey is healthy."""
+    @property
+    def flusher(self) -> asyncio.Task[None] | None:
+        """The task writing the queue, while there is one."""
+        return self._flusher
+
+    async def add(self, text: str) -> None:
+        """Queue a text chunk; waits only while the queue is full and Valkey is healthy."""
+        if self._ended:
+            raise RuntimeError(f"turn {self.correlation_id} has ended: no chunk may follow its end")
         self.last_activity = time.monotonic()
         while len(self._pending) >= self._max_pending and self._healthy:
             self._space.clear()
             await self._space.wait()
-        if len(self._pending) >= self._max_pending:
+        if len(self._pending) >= self._max_pending and isinstance(self._pending[0], list):
             self._pending.popleft()
+            self._uncertain = True
             self._stats.entries_dropped += 1
-        self._pending.append(fields)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_all(), name=f"flush {self.key}")
+        self._queued_text.append(text)
+        self._pending.append(self._entry([("text", text)]))
+        self._start_flushing()
+
+    def end(self, *, final_text: str | None = None, error: str | None = None) -> None:
+        """Queue the turn's end behind its chunks: ``done``, or ``error`` when ``error`` is given.
+
+        With ``final_text`` (the committed answer), the writer appends what the chunks lack of it,
+        or a ``replace`` entry carrying all of it when the chunks are not its prefix or a write of
+        the turn failed. A second end is ignored.
+        """
+        if self._ended:
+            return
+        self._ended = True
+        self.last_activity = time.monotonic()
+        self._pending.append(_TurnEnd(final_text=final_text, error=error))
+        self._start_flushing()
 
     async def drain(self) -> None:
         """Wait until every queued entry has been written (or given up on)."""
         while self._flusher is not None and not self._flusher.done():
             await asyncio.shield(self._flusher)
 
+    def _start_flushing(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_all(), name=f"flush {self.key}")
+
+    def _entry(self, fields: Fields) -> Fields:
+        entry: Fields = [
+            fields[0],
+            ("sequence", str(self._next_sequence)),
+            ("timestamp", str(int(time.time() * 1000))),
+            *fields[1:],
+            ("correlation_id", self.correlation_id),
+        ]
+        if self.agent:
+            entry.append(("agent", self.agent))
+        self._next_sequence += 1
+        return entry
+
     async def _flush_all(self) -> None:
         while self._pending:
-            batch = [self._pending.popleft() for _ in range(min(len(self._pending), self._max_batch))]
+            if isinstance(self._pending[0], _TurnEnd):
+                end = self._pending.popleft()
+                assert isinstance(end, _TurnEnd)
+                await self._write_end(end)
+                continue
+            batch: list[Fields] = []
+            while self._pending and len(batch) < self._max_batch and isinstance(self._pending[0], list):
+                item = self._pending.popleft()
+                assert isinstance(item, list)
+                batch.append(item)
             self._space.set()
-            await self._write_with_retry(batch)
+            if not await self._write_with_retry(batch, self._retry_seconds if self._healthy else 0):
+                self._uncertain = True
+                self._stats.entries_dropped += len(batch)
+                logger.warning("Dropped %d entries of %s: Valkey writes fail", len(batch), self.key)
 
-    async def _write_with_retry(self, batch: list[Fields]) -> None:
-        # Retry only while healthy: during a known outage each batch gets a single attempt.
-        deadline = time.monotonic() + (self._retry_seconds if self._healthy else 0)
+    async def _write_end(self, end: _TurnEnd) -> None:
+        entries: list[Fields] = []
+        if end.error is not None:
+            entries.append(self._entry([("text", ""), ("error", end.error or "error")]))
+        else:
+            streamed = "".join(self._queued_text)
+            final = end.final_text
+            if final is not None and (self._uncertain or not final.startswith(streamed)):
+                # Readers may have missed or repeated chunks, or the framework fell back to a
+                # non-streaming run: the committed text replaces what was streamed.
+                self._stats.turns_replaced += 1
+                entries.append(self._entry([("text", final), ("replace", "true")]))
+            elif final is not None and final[len(streamed) :]:
+                entries.append(self._entry([("text", final[len(streamed) :])]))
+            entries.append(self._entry([("text", ""), ("done", "true")]))
+        if not await self._write_with_retry(entries, self._end_retry_seconds):
+            self._stats.entries_dropped += len(entries)
+            logger.error("Gave up on the end of %s after %.0f s of failed writes", self.key, self._end_retry_seconds)
+
+    async def _write_with_retry(self, batch: list[Fields], retry_seconds: float) -> bool:
+        """Write ``batch``, retrying with backoff for ``retry_seconds``; whether it was written."""
+        deadline = time.monotonic() + retry_seconds
         delay = 0.05
         while True:
             try:
                 await self._write_batch(self.key, batch)
             except Exception as error:
+                # A failed (or timed-out) write may still have been applied: readers drop a repeated
+                # (correlation_id, sequence), and the turn's end carries the committed text.
+                self._uncertain = True
+                self._stats.batch_failures += 1
                 if time.monotonic() + delay > deadline:
                     self._healthy = False
-                    self._stats.batch_failures += 1
-                    self._stats.entries_dropped += len(batch)
-                    logger.warning("Dropped %d entries for %s: Valkey write failed: %s", len(batch), self.key, error)
-                    return
+                    self._space.set()
+                    logger.debug("Valkey write to %s failed: %s", self.key, error)
+                    return False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
@@ -111,4 +220,11 @@ class TurnWriter:
             self._healthy = True
             self._stats.entries_written += len(batch)
             self._stats.batches_written += 1
-            return
+            return True
+
+
+async def wait_briefly(task: asyncio.Task[None] | None, seconds: float) -> None:
+    """Wait up to ``seconds`` for ``task`` without cancelling it when the time is up."""
+    if task is not None and not task.done():
+        with contextlib.suppress(Exception):
+            await asyncio.wait({task}, timeout=seconds)

@@ -1,0 +1,242 @@
+"""One reader of one stream: catch-up, live entries, exactly once, and the followed turn's end.
+
+Exactly once: a write that timed out may have been applied and is then retried, so an entry can be
+in the stream twice. Every entry carries its turn (``correlation_id``) and its place in the turn
+(``sequence``); a reader drops an entry whose sequence it has already passed for that turn. A
+reader that resumes from a cursor learns the sequences it has passed from the entries just before
+the cursor.
+
+The end of a followed turn is never waited for in vain: when the stream goes quiet (or holds
+nothing of the turn at all), the reader asks the committed outcome, and a committed turn ends at
+once with the committed text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from ._chunk import StreamChunk
+from ._errors import ValkeyUnavailableError
+from ._ids import entry_order
+from ._live_feed import LiveFeed
+
+logger = logging.getLogger("valkey_buffer")
+
+# Entries read around a cursor to learn which sequences the reader has passed.
+_LOOK_BACK = 64
+# How long a reader waits before it reads Valkey again after a failed catch-up.
+_CATCH_UP_RETRY_SECONDS = 0.5
+
+RangeReader = Callable[[str], AsyncIterator[tuple[str, StreamChunk | None]]]
+BackReader = Callable[[str, int], Awaitable[list[tuple[str, StreamChunk | None]]]]
+
+
+@dataclass(frozen=True)
+class CommittedTurn:
+    """A turn's committed outcome, from the source of truth (the durable agent's state).
+
+    Attributes:
+        status: ``completed`` or ``failed``.
+        text: The committed answer of a completed turn.
+        error: The error message of a failed turn.
+    """
+
+    status: Literal["completed", "failed"]
+    text: str = ""
+    error: str | None = None
+
+
+# (correlation id, agent name if known) -> the committed outcome, or None while the turn runs.
+CommittedTurnLookup = Callable[[str, str | None], Awaitable[CommittedTurn | None]]
+
+
+class SequenceFilter:
+    """Drops entries whose ``(correlation_id, sequence)`` a reader has already passed."""
+
+    def __init__(self) -> None:
+        self._passed: dict[str, int] = {}
+        self.dropped = 0
+
+    def learn(self, chunk: StreamChunk) -> None:
+        """Record that the reader has passed ``chunk`` (read before its cursor)."""
+        if chunk.correlation_id is not None and chunk.sequence is not None:
+            self._passed[chunk.correlation_id] = max(self._passed.get(chunk.correlation_id, -1), chunk.sequence)
+
+    def is_new(self, chunk: StreamChunk) -> bool:
+        """Whether ``chunk`` is new to the reader; records it when it is."""
+        turn, sequence = chunk.correlation_id, chunk.sequence
+        if turn is None or sequence is None:
+            return True  # written by a writer that records no sequence (e.g. the reference samples)
+        if sequence <= self._passed.get(turn, -1):
+            self.dropped += 1
+            return False
+        self._passed[turn] = sequence
+        return True
+
+
+class StreamReader:
+    """Reads one stream from a cursor, then live, and yields each entry of the followed turn once.
+
+    Args:
+        key: The stream key.
+        position: The id of the last entry the reader has (``0-0`` for the start).
+        correlation_id: The turn to follow; without one, the first turn met after the cursor.
+        feed: The live feed of this event loop.
+        read_after: Yields the stream's entries after an id (raises ``ValkeyUnavailableError``).
+        read_back: Returns up to ``n`` entries at or before an id, newest first.
+        idle_timeout: Seconds without any entry before the reader gives up with an error.
+        reconcile_after: Seconds without an entry of the followed turn before the outcome is asked.
+        committed_turn: Asks the committed outcome; without it, the reader never reconciles.
+    """
+
+    def __init__(
+        self,
+        *,
+        key: str,
+        position: str,
+        correlation_id: str | None,
+        feed: LiveFeed,
+        read_after: RangeReader,
+        read_back: BackReader,
+        idle_timeout: float,
+        reconcile_after: float,
+        committed_turn: CommittedTurnLookup | None,
+    ) -> None:
+        self._key = key
+        self._position = position
+        self._order = entry_order(position)
+        self._fixed_turn = correlation_id
+        self._turn = correlation_id
+        self._agent: str | None = None
+        self._turn_seen = False
+        self._feed = feed
+        self._read_after = read_after
+        self._read_back = read_back
+        self._idle_timeout = idle_timeout
+        self._reconcile_after = reconcile_after
+        self._committed_turn = committed_turn
+        self._sequences = SequenceFilter()
+        now = time.monotonic()
+        self._idle_deadline = now + idle_timeout
+        self._reconcile_at = now + reconcile_after
+
+    async def chunks(self) -> AsyncGenerator[StreamChunk, None]:
+        """Yield the followed turn's chunks in order, each once, ending after its terminal chunk.
+
+        Raises:
+            ValkeyUnavailableError: If Valkey cannot be reached before the first entry.
+        """
+        subscription = self._feed.subscribe(self._key)
+        try:
+            if self._position != "0-0":
+                end = await self._learn_before_cursor()
+                if end is not None:
+                    yield end  # the cursor is at or after the turn's end: it ends at once
+                    return
+            first_catch_up = True
+            while True:
+                if subscription.needs_catch_up:
+                    subscription.needs_catch_up = False
+                    try:
+                        async for entry_id, chunk in self._read_after(self._position):
+                            accepted = self._accept(entry_order(entry_id), entry_id, chunk)
+                            if accepted is not None:
+                                yield accepted
+                                if accepted.is_terminal:
+                                    return
+                    except ValkeyUnavailableError:
+                        if first_catch_up:
+                            raise
+                        # An outage: read again later; the timers below still run.
+                        subscription.needs_catch_up = True
+                        await asyncio.sleep(_CATCH_UP_RETRY_SECONDS)
+                        continue
+                    self._feed.follow_from(self._key, self._position)
+                    if first_catch_up and not self._turn_seen and self._turn is not None:
+                        # Nothing of the turn after the cursor (nor just before it): it has not
+                        # written yet, or its entries are gone. Ask now rather than after a pause.
+                        self._reconcile_at = 0.0
+                    first_catch_up = False
+                    continue
+                if subscription.entries:
+                    order, entry_id, chunk = subscription.entries.popleft()
+                    accepted = self._accept(order, entry_id, chunk)
+                    if accepted is not None:
+                        yield accepted
+                        if accepted.is_terminal:
+                            return
+                    continue
+                now = time.monotonic()
+                if self._committed_turn is not None and self._turn is not None and now >= self._reconcile_at:
+                    ending = await self._reconcile()
+                    if ending:
+                        for chunk in ending:
+                            yield chunk
+                        return
+                    continue
+                if now >= self._idle_deadline:
+                    message = f"no new entries for {self._idle_timeout:g} s: the producer may have stopped"
+                    yield StreamChunk(entry_id="", kind="error", error=message, correlation_id=self._turn)
+                    return
+                wake_at = self._idle_deadline
+                if self._committed_turn is not None and self._turn is not None:
+                    wake_at = min(wake_at, self._reconcile_at)
+                subscription.wake_at = wake_at
+                await subscription.wait()
+        finally:
+            self._feed.unsubscribe(subscription)
+
+    async def _learn_before_cursor(self) -> StreamChunk | None:
+        """Learn the sequences passed before the cursor; the followed turn's end if it is among them."""
+        end: StreamChunk | None = None
+        for _, chunk in await self._read_back(self._position, _LOOK_BACK):
+            if chunk is None:
+                continue
+            self._sequences.learn(chunk)
+            if self._fixed_turn is not None and chunk.correlation_id == self._fixed_turn:
+                self._agent = self._agent or chunk.agent
+                self._turn_seen = True
+                if chunk.is_terminal and end is None:
+                    end = chunk
+        return end
+
+    def _accept(self, order: tuple[int, int], entry_id: str, chunk: StreamChunk | None) -> StreamChunk | None:
+        """Move past one entry; return it if the reader should yield it."""
+        if order <= self._order:
+            return None  # delivered by the feed, but already read in a catch-up
+        self._position, self._order = entry_id, order
+        now = time.monotonic()
+        self._idle_deadline = now + self._idle_timeout
+        if chunk is None or not self._sequences.is_new(chunk):
+            return None
+        if self._turn is None:
+            self._turn = chunk.correlation_id  # a reader without a turn follows the first it meets
+        elif chunk.correlation_id != self._turn:
+            return None
+        self._turn_seen = True
+        self._agent = chunk.agent or self._agent
+        self._reconcile_at = now + self._reconcile_after
+        return chunk
+
+    async def _reconcile(self) -> list[StreamChunk]:
+        """Ask the committed outcome; the chunks that end the turn if it has committed."""
+        assert self._committed_turn is not None and self._turn is not None
+        self._reconcile_at = time.monotonic() + self._reconcile_after
+        try:
+            outcome = await self._committed_turn(self._turn, self._agent)
+        except Exception:
+            logger.warning("Could not read the committed outcome of turn %s", self._turn, exc_info=True)
+            return []
+        if outcome is None:
+            return []
+        if outcome.status == "failed":
+            return [StreamChunk(entry_id="", kind="error", error=outcome.error or "error", correlation_id=self._turn)]
+        return [
+            StreamChunk(entry_id="", kind="replace", text=outcome.text, correlation_id=self._turn, agent=self._agent),
+            StreamChunk(entry_id="", kind="done", correlation_id=self._turn, agent=self._agent),
+        ]
