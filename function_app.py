@@ -70,16 +70,20 @@ async def agent_stream(req: Request, client: df.DurableOrchestrationClient) -> R
 
 @app.function_name("agent_stream_resume")
 @app.route(route="agent/stream/{session_id}", methods=["GET"])
-async def agent_stream_resume(req: Request) -> Response:
-    """Resume a session's stream from `cursor` or Last-Event-ID, optionally one turn (`correlation_id`)."""
-    return await api.resume_stream(req)
+@app.durable_client_input(client_name="client")
+async def agent_stream_resume(req: Request, client: df.DurableOrchestrationClient) -> Response:
+    """Resume a session's stream from `cursor` or Last-Event-ID, optionally one turn (`correlation_id`).
+
+    The durable client reads a turn's committed outcome when its stream lacks the end.
+    """
+    return await api.resume_stream(req, client)
 
 
 @app.function_name("agent_turn_status")
 @app.route(route="agents/{name}/sessions/{session_id}/turns/{correlation_id}", methods=["GET"])
 @app.durable_client_input(client_name="client")
 async def agent_turn_status(req: Request, client: df.DurableOrchestrationClient) -> Response:
-    """The committed outcome of a turn, from the agent entity's state: pending, completed or failed."""
+    """The committed outcome of a turn: pending (from acceptance on), completed or failed."""
     return await api.turn_status(req, client)
 
 

@@ -4,6 +4,8 @@ Both bodies are async generators handed to a ``StreamingResponse``, so every chu
 as Valkey has it. While nothing arrives, SSE bodies send comment lines (heartbeats). A body ends at
 the followed turn's terminal entry, or after the maximum duration with a ``retry:`` hint, after
 which ``EventSource`` reconnects by itself and sends the last id it saw as ``Last-Event-ID``.
+``DeadlineStreamingResponse`` enforces the time limit on the server even for a client that stopped
+reading (whose body is then never asked for its next part).
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from typing import Any
+
+from azurefunctions.extensions.http.fastapi import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from valkey_buffer import StreamChunk, ValkeyUnavailableError, chunk_to_sse, encode_sse_comment, encode_sse_event
 
@@ -36,6 +42,36 @@ class _Unavailable:
 
 
 _Paced = StreamChunk | _Heartbeat | _TimeUp | _Unavailable
+
+
+class DeadlineStreamingResponse(StreamingResponse):
+    """A streaming response that ends after ``max_seconds`` whether or not its client reads.
+
+    A client that stops reading leaves the server blocked in a write, where the body's own time
+    limit is never checked: this one cuts the response there, and closes the body (and so the
+    stream reader it holds).
+
+    Args:
+        content: The body (an async iterator of text).
+        max_seconds: The longest the response may take, sending included.
+        **kwargs: As for ``StreamingResponse``.
+    """
+
+    def __init__(self, content: AsyncIterator[str], *, max_seconds: float, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.max_seconds = max_seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with asyncio.timeout(self.max_seconds):
+                await super().__call__(scope, receive, send)
+        except TimeoutError:
+            logger.info("Cut a stream response after %g s: its client stopped reading", self.max_seconds)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
 
 
 async def sse_body(

@@ -8,6 +8,7 @@ registers them, and a local host can call the very same methods.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -23,10 +24,12 @@ from agent_framework_durabletask import (
     SESSION_ID_FIELD,
     RunRequest,
 )
-from azurefunctions.extensions.http.fastapi import HTMLResponse, JSONResponse, Request, Response, StreamingResponse
+from azurefunctions.extensions.http.fastapi import HTMLResponse, JSONResponse, Request, Response
 
 from travel_agents import turn_options
 from valkey_buffer import (
+    CommittedTurn,
+    CommittedTurnLookup,
     StreamChunk,
     StreamInputError,
     ValkeyStreamBuffer,
@@ -36,7 +39,7 @@ from valkey_buffer import (
     validate_id,
 )
 
-from ._event_stream import sse_body, text_body
+from ._event_stream import DeadlineStreamingResponse, sse_body, text_body
 from ._responses import RequestError, json_error
 from ._run_input import RunInput, parse_run_input
 from ._settings import StreamSettings
@@ -108,6 +111,8 @@ class AgentHttpApi:
             return json_error(error.message, error.status_code)
         try:
             session_id, correlation_id = await self._start_turn(client, agent, run_input)
+        except ValkeyUnavailableError:
+            return _valkey_unavailable()
         except TurnNotStartedError as error:
             return json_error(str(error), 503)
         payload: dict[str, Any] = {
@@ -153,9 +158,16 @@ class AgentHttpApi:
             return _valkey_unavailable()
         try:
             session_id, correlation_id = await self._start_turn(client, agent, run_input)
+        except ValkeyUnavailableError:
+            return _valkey_unavailable()
         except TurnNotStartedError as error:
             return json_error(str(error), 503)
-        chunks = self.buffer.read_stream(session_id, cursor, correlation_id=correlation_id)
+        chunks = self.buffer.read_stream(
+            session_id,
+            cursor,
+            correlation_id=correlation_id,
+            committed_turn=self._committed_turn_lookup(client, session_id, agent),
+        )
         start = {"agent": agent, SESSION_ID_FIELD: session_id, "correlation_id": correlation_id}
         return self._stream_response(
             req,
@@ -164,22 +176,30 @@ class AgentHttpApi:
             headers=_id_headers(session_id, correlation_id),
         )
 
-    async def resume_stream(self, req: Request) -> Response:
+    async def resume_stream(self, req: Request, client: SupportsEntityClient) -> Response:
         """``GET /api/agent/stream/{session_id}``: follow a session's stream from a cursor.
 
         The cursor is the ``Last-Event-ID`` header (what ``EventSource`` sends when it reconnects),
         else the ``cursor`` query value; none reads from the start. ``correlation_id`` (query)
-        follows one turn; without it the stream ends at the first turn's terminal entry.
+        follows one turn; without it the stream ends at the first turn's terminal entry. A cursor
+        after the stream's newest entry is refused (400). A followed turn that has committed while
+        its stream lacks the end (Valkey lost it, or it has expired) ends with the committed text.
         """
         try:
             session_id = validate_id(req.path_params.get("session_id"), "session_id")
             correlation_id = _optional_id(req.query_params.get("correlation_id"), "correlation_id")
             cursor = parse_cursor(req.headers.get("last-event-id") or req.query_params.get("cursor"))
+            await self.buffer.check_cursor(session_id, cursor)
         except StreamInputError as error:
             return json_error(str(error), 400)
-        if not await self.buffer.ping():
+        except ValkeyUnavailableError:
             return _valkey_unavailable()
-        chunks = self.buffer.read_stream(session_id, cursor, correlation_id=correlation_id)
+        chunks = self.buffer.read_stream(
+            session_id,
+            cursor,
+            correlation_id=correlation_id,
+            committed_turn=self._committed_turn_lookup(client, session_id, None),
+        )
         headers = {SESSION_ID_RESPONSE_HEADER: session_id}
         if correlation_id:
             headers[CORRELATION_ID_RESPONSE_HEADER] = correlation_id
@@ -188,8 +208,9 @@ class AgentHttpApi:
     async def turn_status(self, req: Request, client: SupportsEntityClient) -> Response:
         """``GET /api/agents/{name}/sessions/{session_id}/turns/{correlation_id}``: the committed outcome.
 
-        200 with ``status`` ``pending``, ``completed`` (with ``response``) or ``failed`` (with
-        ``error``); 404 when the entity has no such turn (yet).
+        200 with ``status`` ``pending`` (from the moment a route accepted the turn until the entity
+        commits it), ``completed`` (with ``response``) or ``failed`` (with ``error``); 404 for a turn
+        that was never accepted (or whose record has expired with its stream).
         """
         try:
             agent = self._agent(req)
@@ -200,6 +221,14 @@ class AgentHttpApi:
         except StreamInputError as error:
             return json_error(str(error), 400)
         outcome = await read_turn_outcome(client, agent, session_id, correlation_id)
+        if outcome.status == "not_found":
+            # Accepted but not yet in the entity's state (its signal is still queued)?
+            try:
+                accepted = await self.buffer.accepted_turn(session_id, correlation_id)
+            except ValkeyUnavailableError:
+                return _valkey_unavailable()
+            if accepted is not None and accepted.agent == agent:
+                outcome = TurnOutcome(status="pending", message_count=outcome.message_count)
         body: dict[str, Any] = {
             "agent": agent,
             SESSION_ID_FIELD: session_id,
@@ -208,7 +237,7 @@ class AgentHttpApi:
             "message_count": outcome.message_count,
         }
         if outcome.status == "not_found":
-            return json_error("No such turn (a turn that was just accepted appears within a moment).", 404, **body)
+            return json_error("No such turn: it was never accepted by this agent, or it has expired.", 404, **body)
         if outcome.status == "completed":
             body["response"] = outcome.text
         elif outcome.status == "failed":
@@ -246,6 +275,12 @@ class AgentHttpApi:
         return agent
 
     async def _start_turn(self, client: SupportsEntityClient, agent: str, run_input: RunInput) -> tuple[str, str]:
+        """Record and signal a new turn; its ``(session_id, correlation_id)``.
+
+        Raises:
+            ValkeyUnavailableError: If the turn could not be recorded (nothing was started).
+            TurnNotStartedError: If the durable backend refused the signal.
+        """
         session_id = run_input.session_id or uuid.uuid4().hex
         correlation_id = uuid.uuid4().hex
         request = RunRequest(
@@ -258,6 +293,8 @@ class AgentHttpApi:
             # Where the turn streams: the failure middleware reads it (see travel_agents._turn_failures).
             options=turn_options(session_id, correlation_id),
         )
+        # Recorded first: from the moment the route answers, the status route says "pending".
+        await self.buffer.record_turn_accepted(session_id, correlation_id, agent)
         try:
             await client.signal_entity(agent_entity_id(agent, session_id), "run", request.to_dict())
         except Exception as error:
@@ -267,6 +304,35 @@ class AgentHttpApi:
             raise TurnNotStartedError("The turn could not be started; try again shortly.") from error
         logger.info("Started turn %s of %s in session %s", correlation_id, agent, session_id)
         return session_id, correlation_id
+
+    def _committed_turn_lookup(
+        self, client: SupportsEntityClient, session_id: str, agent: str | None
+    ) -> CommittedTurnLookup:
+        """How a stream reader asks a turn's committed outcome: the entity state of the turn's agent."""
+
+        async def committed_turn(correlation_id: str, agent_in_stream: str | None) -> CommittedTurn | None:
+            for name in await self._agents_of_turn(session_id, correlation_id, agent or agent_in_stream):
+                outcome = await read_turn_outcome(client, name, session_id, correlation_id)
+                if outcome.status == "completed":
+                    return CommittedTurn(status="completed", text=outcome.text or "")
+                if outcome.status == "failed":
+                    return CommittedTurn(status="failed", error=outcome.error)
+                if outcome.status == "pending":
+                    return None
+            return None
+
+        return committed_turn
+
+    async def _agents_of_turn(self, session_id: str, correlation_id: str, known: str | None) -> list[str]:
+        # The agent that ran a turn: named by the route or the stream, else by the turn's record,
+        # else any of the registered agents may have it.
+        if known is not None and known.casefold() in self._agents:
+            return [self._agents[known.casefold()]]
+        with contextlib.suppress(ValkeyUnavailableError):
+            accepted = await self.buffer.accepted_turn(session_id, correlation_id)
+            if accepted is not None and accepted.agent.casefold() in self._agents:
+                return [self._agents[accepted.agent.casefold()]]
+        return list(self._agents.values())
 
     async def _wait_for_outcome(
         self, client: SupportsEntityClient, agent: str, session_id: str, correlation_id: str
@@ -285,13 +351,18 @@ class AgentHttpApi:
 
     def _stream_response(
         self, req: Request, chunks: AsyncIterator[StreamChunk], *, headers: dict[str, str], prelude: Sequence[str] = ()
-    ) -> StreamingResponse:
+    ) -> DeadlineStreamingResponse:
         settings = self.stream_settings
+        # The body ends itself at max_duration_seconds; the response is cut a little later even if
+        # the client stopped reading (then the body is never asked for its next part).
+        hard_limit = settings.max_duration_seconds + settings.heartbeat_seconds + 5
         if _wants_plain_text(req.headers.get("accept", "")):
             body = text_body(
                 chunks, heartbeat_seconds=settings.heartbeat_seconds, max_duration_seconds=settings.max_duration_seconds
             )
-            return StreamingResponse(body, media_type="text/plain; charset=utf-8", headers=headers)
+            return DeadlineStreamingResponse(
+                body, max_seconds=hard_limit, media_type="text/plain; charset=utf-8", headers=headers
+            )
         body = sse_body(
             chunks,
             heartbeat_seconds=settings.heartbeat_seconds,
@@ -299,7 +370,9 @@ class AgentHttpApi:
             retry_ms=settings.retry_ms,
             prelude=prelude,
         )
-        return StreamingResponse(body, media_type="text/event-stream", headers={**_SSE_HEADERS, **headers})
+        return DeadlineStreamingResponse(
+            body, max_seconds=hard_limit, media_type="text/event-stream", headers={**_SSE_HEADERS, **headers}
+        )
 
 
 def _id_headers(session_id: str, correlation_id: str) -> dict[str, str]:

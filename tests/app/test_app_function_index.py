@@ -24,7 +24,7 @@ EXPECTED_HTTP = {
     # function name: (route, methods, auth level, takes a durable client)
     "agent_run": ("agents/{name}/run", ["POST"], "FUNCTION", True),
     "agent_stream": ("agents/{name}/stream", ["POST"], "FUNCTION", True),
-    "agent_stream_resume": ("agent/stream/{session_id}", ["GET"], "FUNCTION", False),
+    "agent_stream_resume": ("agent/stream/{session_id}", ["GET"], "FUNCTION", True),
     "agent_turn_status": ("agents/{name}/sessions/{session_id}/turns/{correlation_id}", ["GET"], "FUNCTION", True),
     "health": ("health", ["GET"], "ANONYMOUS", False),
     "chat_page": ("chat", ["GET"], "ANONYMOUS", False),

@@ -219,17 +219,20 @@ async def test_stream_is_sent_as_it_is_written(http: httpx.AsyncClient, app_modu
     ]
 
 
-async def test_turn_status_is_not_found_until_the_signal_is_processed_then_completed(
+async def test_turn_status_is_pending_from_acceptance_until_the_commit(
     http: httpx.AsyncClient, durable: DurableClientDouble
 ) -> None:
     durable.run_entities = False  # the extension has not picked the signal up yet
     accepted = (await http.post(f"/api/agents/{AGENT}/run", content="Hold on")).json()
     status_url = f"/api/agents/{AGENT}/sessions/{accepted['session_id']}/turns/{accepted['correlation_id']}"
 
+    # The entity knows nothing of the turn yet; the route that accepted it does.
     not_yet = await http.get(status_url)
-    assert not_yet.status_code == 404
-    assert not_yet.json()["status"] == "not_found"
-    assert "error" in not_yet.json()
+    assert not_yet.status_code == 200
+    assert not_yet.json()["status"] == "pending"
+    # Another agent, or a turn never accepted, is still unknown.
+    never = await http.get(f"/api/agents/{AGENT}/sessions/{accepted['session_id']}/turns/{uuid.uuid4().hex}")
+    assert never.status_code == 404 and never.json()["status"] == "not_found" and "error" in never.json()
 
     [signal] = durable.signals
     durable.run_entities = True

@@ -65,6 +65,8 @@ def test_handlers_are_the_ones_the_app_registered_unwrapped_from_the_durable_cli
     # that very function and hands it the shim.
     assert run["handler"] == "function_app.agent_run"
     resume = index["routes"]["/api/agent/stream/{session_id}"]
-    assert resume["methods"] == ["GET"] and resume["clients"] == []
+    assert resume["methods"] == ["GET"] and resume["clients"] == ["client"]
+    health = index["routes"]["/api/health"]
+    assert health["methods"] == ["GET"] and health["clients"] == []
     assert resume["handler"] == "function_app.agent_stream_resume"
     assert any(name.startswith("dafx-") for name in index["others"])
