@@ -4,7 +4,7 @@ A reusable package with no Azure Functions imports: register ``ValkeyStreamBuffe
 agent's response callback and read the streams back as ``StreamChunk``s, live or resumed.
 """
 
-from ._buffer import AcceptedTurn, ValkeyStreamBuffer
+from ._buffer import AcceptedTurn, ReaderStats, ValkeyStreamBuffer
 from ._chunk import StreamChunk
 from ._connection import EntraTokenSource
 from ._errors import InvalidCursorError, InvalidIdError, StreamInputError, ValkeyUnavailableError
@@ -21,6 +21,7 @@ __all__ = [
     "EntraTokenSource",
     "InvalidCursorError",
     "InvalidIdError",
+    "ReaderStats",
     "StreamChunk",
     "StreamInputError",
     "ValkeySettings",

@@ -43,6 +43,21 @@ _CATCH_UP_PAGE = 512
 
 
 @dataclass(frozen=True)
+class ReaderStats:
+    """The live readers of one event loop (see ``ValkeyStreamBuffer.reader_stats``).
+
+    Attributes:
+        active: Readers following a stream now.
+        queued_entries: Entries delivered to them and not read yet (bounded per reader).
+        overflows: Times a reader fell so far behind that it was sent back to read Valkey.
+    """
+
+    active: int
+    queued_entries: int
+    overflows: int
+
+
+@dataclass(frozen=True)
 class AcceptedTurn:
     """The record of a turn an HTTP route accepted (see ``ValkeyStreamBuffer.record_turn_accepted``).
 
@@ -385,6 +400,11 @@ class ValkeyStreamBuffer:
         latest = await self.latest_entry_id(conversation_id)
         if position is not None and latest != "0-0" and entry_order(position) > entry_order(latest):
             raise InvalidCursorError(f"cursor {position} is after the stream's newest entry {latest}")
+
+    def reader_stats(self) -> ReaderStats:
+        """The live readers of the running event loop: how many, and what they hold in memory."""
+        feed = self._clients().feed()
+        return ReaderStats(active=feed.reader_count, queued_entries=feed.queued_entries, overflows=feed.overflows)
 
     async def ping(self) -> bool:
         """Whether Valkey answers now (for health checks); never raises."""

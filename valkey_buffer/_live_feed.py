@@ -44,19 +44,19 @@ class Subscription:
         self.entries: deque[Delivery] = deque()
         self.needs_catch_up = True
         self.wake_at = float("inf")
-        self.overflows = 0
         self._max_queued = max_queued
         self._event = asyncio.Event()
 
-    def deliver(self, entries: list[Delivery]) -> None:
+    def deliver(self, entries: list[Delivery]) -> bool:
+        """Queue entries for the reader; ``False`` when it was too far behind and must catch up instead."""
+        self._event.set()
         if len(self.entries) + len(entries) > self._max_queued:
             # The reader is behind: Valkey holds these entries, it reads them from there.
             self.entries.clear()
             self.needs_catch_up = True
-            self.overflows += 1
-        else:
-            self.entries.extend(entries)
-        self._event.set()
+            return False
+        self.entries.extend(entries)
+        return True
 
     def wake(self) -> None:
         self._event.set()
@@ -129,6 +129,7 @@ class LiveFeed:
         self._client_id: int | None = None
         self._reading: int | None = None  # the round whose blocking read is pending, if any
         self._round = 0
+        self.overflows = 0  # times a reader fell so far behind that it was sent back to Valkey
         self._task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -136,6 +137,11 @@ class LiveFeed:
     def reader_count(self) -> int:
         """Readers subscribed now."""
         return sum(len(readers) for readers in self._subscriptions.values())
+
+    @property
+    def queued_entries(self) -> int:
+        """Entries waiting in readers' queues now (each queue holds at most ``max_queued``)."""
+        return sum(len(s.entries) for readers in self._subscriptions.values() for s in readers)
 
     def subscribe(self, key: str) -> Subscription:
         """Start delivering ``key``'s entries to a new reader, which must catch up first (see the module)."""
@@ -259,7 +265,8 @@ class LiveFeed:
             if delivered[-1][0] > entry_order(self._positions[key]):
                 self._positions[key] = delivered[-1][1]
             for subscription in list(self._subscriptions.get(key, ())):
-                subscription.deliver(delivered)
+                if not subscription.deliver(delivered):
+                    self.overflows += 1
         return bool(results)
 
     async def _poll(self, client: Any, positions: dict[str, str]) -> dict[Any, Any]:

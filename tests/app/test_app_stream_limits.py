@@ -4,6 +4,7 @@ gives 503 on the stream routes while a started turn still runs and commits."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -138,3 +139,46 @@ async def test_plain_text_stream_cut_on_time_names_the_cursor_to_resume_from(
 
     assert cut.text == f"Half a turn\n[time limit of this response reached; resume with cursor={last.entry_id}]\n"
     assert rest.text == ", then the rest."
+
+
+async def test_a_client_that_stops_reading_holds_bounded_memory_and_is_cut_at_the_time_limit(
+    short_stream_url: str, buffer: ValkeyStreamBuffer
+) -> None:
+    session_id, correlation_id = uuid.uuid4().hex, uuid.uuid4().hex
+    await buffer.write_chunk(session_id, "start ", correlation_id=correlation_id)
+    host, port = short_stream_url.removeprefix("http://").split(":")
+    loop = asyncio.get_running_loop()
+    # A client with a tiny receive window that sends its request and then reads nothing at all.
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.setblocking(False)
+    await loop.sock_connect(client, (host, int(port)))
+    request = f"GET /api/agent/stream/{session_id}?correlation_id={correlation_id} HTTP/1.1\r\nHost: x\r\n\r\n"
+    await loop.sock_sendall(client, request.encode())
+    try:
+        started = time.monotonic()
+        while buffer.reader_stats().active == 0:
+            assert time.monotonic() - started < 5, "the reader never joined"
+            await asyncio.sleep(0.01)
+
+        # The agent keeps streaming: far more than every socket buffer on the way can hold.
+        most_queued = 0
+        for i in range(4000):
+            await buffer.write_chunk(session_id, f"{i:05d} " + "x" * 2000, correlation_id=correlation_id)
+            if i % 50 == 0:
+                await asyncio.sleep(0.001)
+                most_queued = max(most_queued, buffer.reader_stats().queued_entries)
+        while buffer.reader_stats().active and time.monotonic() - started < 15:
+            most_queued = max(most_queued, buffer.reader_stats().queued_entries)
+            await asyncio.sleep(0.02)
+        released_after = time.monotonic() - started
+    finally:
+        client.close()
+
+    # The reader fell behind and was sent back to Valkey instead of queueing thousands of entries...
+    assert buffer.reader_stats().overflows >= 1
+    assert most_queued <= 1024
+    # ...and the server ended the response at its hard limit (1 s + heartbeat + 5 s) with the client
+    # still reading nothing, releasing the reader.
+    assert buffer.reader_stats().active == 0
+    assert released_after < 1 + 0.2 + 5 + 2, f"reader released after {released_after:.1f} s"
