@@ -71,19 +71,26 @@ def follow_turn(
     *,
     cut_after: Iterable[int] = (),
     max_connections: int = 50,
+    resume_from: str | None = None,
+    turn: FollowedTurn | None = None,
 ) -> FollowedTurn:
     """Follow one turn to its terminal event, dropping the connection after the given numbers of events.
 
     Each cut closes the connection after that many events of the current connection, then reconnects
     with ``Last-Event-ID`` set to the last id seen, as a browser's ``EventSource`` does. A connection
     that the server ends early (its maximum duration) is resumed the same way.
+
+    Args:
+        resume_from: The ``Last-Event-ID`` of the first connection (a client that saw the turn before).
+        turn: Record into this object, so another thread can watch the turn's progress.
     """
-    turn = FollowedTurn()
+    turn = FollowedTurn() if turn is None else turn
     cuts = list(cut_after)
     url = f"{api}/agent/stream/{quote(session_id, safe='')}"
     while turn.terminal is None:
         assert turn.connections < max_connections, f"no terminal event after {turn.connections} connections"
-        headers = {"Last-Event-ID": turn.last_event_id} if turn.last_event_id else {}
+        last_event_id = turn.last_event_id or resume_from
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
         cut_at = cuts.pop(0) if cuts else None
         seen = 0
         turn.connections += 1
