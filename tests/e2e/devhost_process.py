@@ -44,6 +44,32 @@ def scrubbed_environment(env: Mapping[str, str] | None = None) -> dict[str, str]
     return child_env
 
 
+def run_devhost(args: Sequence[str], env: Mapping[str, str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m devhost`` to its end and capture its output.
+
+    A host that does not end in time is killed with everything it started (an embedded valkey-server
+    would outlive a plain kill of the host), then the timeout is raised.
+    """
+    command = [sys.executable, "-m", "devhost", *args]
+    process = subprocess.Popen(
+        command,
+        cwd=PROJECT_ROOT,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 def free_port() -> int:
     """A TCP port that was free on 127.0.0.1 a moment ago."""
     with contextlib.closing(socket.socket()) as sock:

@@ -6,8 +6,6 @@ import contextlib
 import re
 import shlex
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.devhost_process import PROJECT_ROOT, DevHostProcess, free_port, scrubbed_environment
+from tests.e2e.devhost_process import PROJECT_ROOT, DevHostProcess, free_port, run_devhost, scrubbed_environment
 from tests.e2e.sse_turns import agent_names, committed_turn, follow_turn, start_turn
 
 README_SECTION = "### Several local hosts on one backend"
@@ -160,14 +158,7 @@ def test_options_that_cannot_work_are_refused_at_once_in_one_line(
     args: list[str], env: dict[str, str], message: str
 ) -> None:
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "devhost", "--port", str(free_port()), *args],
-        cwd=PROJECT_ROOT,
-        env=scrubbed_environment(env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_devhost(["--port", str(free_port()), *args], scrubbed_environment(env))
     assert result.returncode == 2
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
@@ -183,14 +174,7 @@ def test_a_fixed_port_in_use_is_reported_plainly_without_a_traceback(option: str
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = str(busy.getsockname()[1])
-        result = subprocess.run(
-            [sys.executable, "-m", "devhost", "--port", str(free_port()), option, port],
-            cwd=PROJECT_ROOT,
-            env=scrubbed_environment(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = run_devhost(["--port", str(free_port()), option, port], scrubbed_environment())
     assert result.returncode == 1
     # The app's start-up log (and gRPC's own line for the backend) may come first; the reason comes last.
     assert "Traceback" not in result.stderr, result.stderr
