@@ -15,13 +15,14 @@ import azure.functions as func
 from agent_framework_azurefunctions import AgentFunctionApp
 from azurefunctions.extensions.http.fastapi import Request, Response
 
-from http_api import AgentHttpApi, StreamSettings
+from http_api import AgentHttpApi, RunInputSettings, StreamSettings
 from travel_agents import ModelSettings, build_agents
 from valkey_buffer import ValkeyStreamBuffer
 
 # Settings: app settings in Azure, local.settings.json with `func start` (see local.settings.sample.json).
 model_settings = ModelSettings.from_env()
 stream_settings = StreamSettings.from_env()
+run_input_settings = RunInputSettings.from_env()
 
 # The buffer: the response callback that appends every streamed chunk to Valkey, and the stream reader.
 # It connects on first use, on the event loop that uses it.
@@ -49,6 +50,7 @@ api = AgentHttpApi(
     poll_interval_seconds=app.poll_interval_seconds,
     max_poll_retries=app.max_poll_retries,
     chat_page=Path(__file__).parent / "static" / "chat.html",
+    run_input_settings=run_input_settings,
 )
 
 

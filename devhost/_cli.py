@@ -10,9 +10,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from ._host import HostOptions, LocalHost, bind_listening_socket
+from ._host import HostOptions, HostStartError, LocalHost, bind_listening_socket
+from ._valkey import configured_valkey
 
 
 def _parse(argv: Sequence[str] | None) -> HostOptions:
@@ -29,10 +30,18 @@ def _parse(argv: Sequence[str] | None) -> HostOptions:
     parser.add_argument(
         "--backend",
         metavar="HOST:PORT",
-        help="use a durable backend that is already running (e.g. another devhost's) instead of starting one",
+        help=(
+            "use a durable backend that is already running (another devhost's) instead of starting one; "
+            "needs that host's Valkey in VALKEY_HOST and VALKEY_PORT (or VALKEY_URL)"
+        ),
     )
     parser.add_argument(
         "--backend-port", type=int, default=0, help="port of the backend this host starts (default: a free one)"
+    )
+    parser.add_argument(
+        "--valkey-port",
+        type=int,
+        help="port of the embedded Valkey this host starts (default: a free one from 16379 on)",
     )
     parser.add_argument(
         "--no-worker",
@@ -58,11 +67,27 @@ def _parse(argv: Sequence[str] | None) -> HostOptions:
         port=args.port,
         backend=args.backend,
         backend_port=args.backend_port,
+        valkey_port=args.valkey_port,
         worker=args.worker,
         max_concurrent_turns=args.max_concurrent_turns,
         ready_file=args.ready_file,
         verbose=args.verbose,
     )
+
+
+def _refusal(options: HostOptions, environ: Mapping[str, str]) -> str | None:
+    """Why these options cannot work with this environment, in one line; None when they can."""
+    valkey = configured_valkey(environ)
+    if options.backend is not None and valkey is None:
+        # The other host's worker writes its turns to its own Valkey: an embedded one here would
+        # leave this host's readers waiting for streams that are written elsewhere.
+        return (
+            "--backend shares another host's turns, so it needs that host's Valkey too: set VALKEY_HOST "
+            "and VALKEY_PORT (or VALKEY_URL) to the address on the other host's 'Valkey' line"
+        )
+    if options.valkey_port is not None and valkey is not None:
+        return f"--valkey-port is for the embedded Valkey, but Valkey is configured ({valkey})"
+    return None
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
@@ -76,9 +101,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: Command-line arguments; ``sys.argv[1:]`` when None.
 
     Returns:
-        The process exit code: 0 after a clean stop, 1 when the host could not start.
+        The process exit code: 0 after a clean stop, 1 when the host could not start, 2 when the
+        command line cannot work with the environment (e.g. ``--backend`` without a Valkey setting).
     """
     options = _parse(argv)
+    refusal = _refusal(options, os.environ)
+    if refusal is not None:
+        print(f"devhost: {refusal}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.INFO if options.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -95,11 +125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM stops the host the way Ctrl-C does: every part is stopped, nothing is left running.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     host = LocalHost(options)
+    start_error: HostStartError | None = None
     try:
         host.start()
         asyncio.run(host.serve(sock))
     except KeyboardInterrupt:
         pass
+    except HostStartError as error:
+        start_error = error
     finally:
         sock.close()
 
@@ -113,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("devhost: stopping...", flush=True)
         host.stop()
     print("devhost: stopped", flush=True)
+    if start_error is not None:
+        print(f"devhost: {start_error}", file=sys.stderr)
+        return 1
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         # A turn the worker was running still holds a thread (it would finish and commit to a backend
         # that is gone). Everything outside this process is stopped already: leave now.

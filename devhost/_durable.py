@@ -68,7 +68,10 @@ class LoopbackOrchestrationBackend(InMemoryOrchestrationBackend):
         # than the SDK's 10 so that several workers and a burst of requests never queue behind them.
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="durable-backend"))
         stubs.add_TaskHubSidecarServiceServicer_to_server(self, server)
-        bound = server.add_insecure_port(f"{self._host}:{self._port}")
+        try:
+            bound = server.add_insecure_port(f"{self._host}:{self._port}")
+        except RuntimeError:  # recent grpcio raises where older ones returned 0
+            bound = 0
         if bound == 0:
             raise OSError(f"cannot listen on {self._host}:{self._port}")
         self._port = bound
@@ -167,6 +170,33 @@ def _entity_instance_id(entity_id: Any) -> EntityInstanceId:
         raise UnsupportedEntityKeyError(f"the local Durable Task backend refuses this entity id: {error}") from error
 
 
+class TurnReportingCallback:
+    """The app's response callback, plus a log line for every turn this host's worker answered.
+
+    With several hosts on one backend, any worker may run a turn; ``-v`` shows which one did.
+
+    Args:
+        callback: The app's callback (its Valkey buffer); every call is passed on to it unchanged.
+    """
+
+    def __init__(self, callback: Any) -> None:
+        self._callback = callback
+
+    async def on_streaming_response_update(self, update: Any, context: Any) -> None:
+        """Pass a streamed update on to the app's callback."""
+        await self._callback.on_streaming_response_update(update, context)
+
+    async def on_agent_response(self, response: Any, context: Any) -> None:
+        """Pass the final response on to the app's callback, then log the turn."""
+        await self._callback.on_agent_response(response, context)
+        logger.info(
+            "worker answered turn %s of %s in session %s",
+            context.correlation_id,
+            context.agent_name,
+            context.session_id,
+        )
+
+
 def agents_of(agents: Mapping[str, Any] | Iterable[Any]) -> list[Any]:
     """The agent objects from ``function_app.agents``, whether it is a name->agent mapping or a list."""
     if isinstance(agents, Mapping):
@@ -193,7 +223,7 @@ def start_agent_worker(address: str, agents: list[Any], callback: Any, *, max_co
         concurrency_options=ConcurrencyOptions(maximum_thread_pool_workers=max_concurrent_turns),
         log_handler=logging.NullHandler(),
     )
-    agent_worker = DurableAIAgentWorker(worker, callback=callback)
+    agent_worker = DurableAIAgentWorker(worker, callback=TurnReportingCallback(callback))
     for agent in agents:
         agent_worker.add_agent(agent)
     agent_worker.start()

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
@@ -177,26 +178,35 @@ class FunctionsHttpApp:
 
     async def _until_closing(self, body: AsyncIterator[Any]) -> AsyncIterator[Any]:
         closing = asyncio.ensure_future(self._closing.wait())
+        step: asyncio.Future[Any] | None = None
         try:
             while True:
                 step = asyncio.ensure_future(anext(body))
                 await asyncio.wait((step, closing), return_when=asyncio.FIRST_COMPLETED)
                 if not step.done():
-                    step.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                        await step
                     return
+                finished, step = step, None
                 try:
-                    item = step.result()
+                    item = finished.result()
                 except StopAsyncIteration:
                     return
                 yield item
         finally:
+            # Reached on closing, and when the client disconnects: Starlette then cancels this
+            # generator while `step` is still inside anext(body). The step goes first (cancelled, it
+            # runs the body's own cleanup and the stream reader leaves the live feed); only then is
+            # the body, no longer running, closed. Shielded, bounded: Starlette cancels through an
+            # anyio cancel scope, which would cut every await here short and leave the step behind.
             closing.cancel()
-            aclose = getattr(body, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
+            with anyio.move_on_after(5, shield=True):
+                if step is not None:
+                    step.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await step
+                aclose = getattr(body, "aclose", None)
+                if aclose is not None:
+                    with contextlib.suppress(Exception):
+                        await aclose()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

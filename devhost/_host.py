@@ -35,11 +35,16 @@ class HostOptions:
     port: int = 7071
     backend: str | None = None
     backend_port: int = 0
+    valkey_port: int | None = None
     worker: bool = True
     max_concurrent_turns: int = 32
     app_module: str = "function_app"
     ready_file: str | None = None
     verbose: bool = False
+
+
+class HostStartError(RuntimeError):
+    """A part of the host could not start, said in one line (a port given on the command line is taken)."""
 
 
 def bind_listening_socket(host: str, port: int) -> socket.socket:
@@ -109,11 +114,20 @@ class LocalHost:
         self._app_module: Any = None
 
     def start(self) -> None:
-        """Start Valkey (unless configured), import the app, start the backend (unless shared) and the worker."""
+        """Start Valkey (unless configured), import the app, start the backend (unless shared) and the worker.
+
+        Raises:
+            HostStartError: When the embedded Valkey or the backend cannot listen on the port asked for.
+        """
         opts = self.options
         if configured_valkey(os.environ) is None:
-            self._valkey = EmbeddedValkey()
-            self._valkey.start()
+            self._valkey = EmbeddedValkey(opts.valkey_port)
+            try:
+                self._valkey.start()
+            except OSError as error:
+                raise HostStartError(
+                    f"cannot start the embedded Valkey: {error} (choose another --valkey-port)"
+                ) from error
         if str(PROJECT_ROOT) not in sys.path:
             sys.path.insert(0, str(PROJECT_ROOT))
         # Imported only now: the app reads its Valkey settings from the environment when imported.
@@ -122,7 +136,12 @@ class LocalHost:
         address = opts.backend
         if address is None:
             self._backend = LoopbackOrchestrationBackend("127.0.0.1", opts.backend_port)
-            address = self._backend.start()
+            try:
+                address = self._backend.start()
+            except OSError as error:
+                raise HostStartError(
+                    f"cannot start the durable backend: {error} (choose another --backend-port)"
+                ) from error
         self._backend_address = address
         self._client = DurableClientShim(address)
         if opts.worker:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
 
-def configured_valkey(environ: MutableMapping[str, str]) -> str | None:
+def configured_valkey(environ: Mapping[str, str]) -> str | None:
     """Describe the configured Valkey server, or return None when none is configured.
 
     Args:

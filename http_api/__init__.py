@@ -5,18 +5,20 @@ from __future__ import annotations
 from ._event_stream import sse_body, text_body
 from ._handlers import CORRELATION_ID_RESPONSE_HEADER, SESSION_ID_RESPONSE_HEADER, AgentHttpApi
 from ._responses import RequestError, json_error
-from ._run_input import MAX_BODY_BYTES, MAX_MESSAGE_CHARS, RunInput, parse_run_input
-from ._settings import StreamSettings
+from ._run_input import MAX_BODY_BYTES, MAX_JSON_DEPTH, MAX_MESSAGE_CHARS, RunInput, parse_run_input
+from ._settings import RunInputSettings, StreamSettings
 from ._turn_outcome import SupportsEntityClient, TurnOutcome, agent_entity_id, outcome_from_state, read_turn_outcome
 
 __all__ = [
     "CORRELATION_ID_RESPONSE_HEADER",
     "MAX_BODY_BYTES",
+    "MAX_JSON_DEPTH",
     "MAX_MESSAGE_CHARS",
     "SESSION_ID_RESPONSE_HEADER",
     "AgentHttpApi",
     "RequestError",
     "RunInput",
+    "RunInputSettings",
     "StreamSettings",
     "SupportsEntityClient",
     "TurnOutcome",

@@ -42,7 +42,7 @@ from valkey_buffer import (
 from ._event_stream import DeadlineStreamingResponse, sse_body, text_body
 from ._responses import RequestError, json_error
 from ._run_input import RunInput, parse_run_input
-from ._settings import StreamSettings
+from ._settings import RunInputSettings, StreamSettings
 from ._turn_outcome import SupportsEntityClient, TurnOutcome, agent_entity_id, read_turn_outcome
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class AgentHttpApi:
         poll_interval_seconds: Delay between entity state reads while waiting for a response.
         max_poll_retries: Entity state reads before a waiting run request gives up with ``timeout``.
         chat_page: The HTML file served by :meth:`chat_page`.
+        run_input_settings: What a request that starts a turn may ask for (system-role messages).
 
     Raises:
         ValueError: If no agent is given or a polling value is out of range.
@@ -80,6 +81,7 @@ class AgentHttpApi:
         poll_interval_seconds: float = 1.0,
         max_poll_retries: int = 30,
         chat_page: Path | None = None,
+        run_input_settings: RunInputSettings | None = None,
     ) -> None:
         if not agent_names:
             raise ValueError("agent_names must name at least one agent.")
@@ -92,6 +94,7 @@ class AgentHttpApi:
         self.poll_interval_seconds = poll_interval_seconds
         self.max_poll_retries = max_poll_retries
         self.chat_page_path = chat_page
+        self.run_input_settings = run_input_settings or RunInputSettings()
         # Functions routes match case-insensitively; so does the agent name here.
         self._agents = {name.casefold(): name for name in agent_names}
 
@@ -106,7 +109,7 @@ class AgentHttpApi:
         """
         try:
             agent = self._agent(req)
-            run_input = await parse_run_input(req)
+            run_input = await parse_run_input(req, self.run_input_settings)
         except RequestError as error:
             return json_error(error.message, error.status_code)
         try:
@@ -145,7 +148,7 @@ class AgentHttpApi:
         """
         try:
             agent = self._agent(req)
-            run_input = await parse_run_input(req)
+            run_input = await parse_run_input(req, self.run_input_settings)
         except RequestError as error:
             return json_error(error.message, error.status_code)
         if run_input.session_id is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,10 +20,15 @@ from azurefunctions.extensions.http.fastapi import Request
 from valkey_buffer import InvalidIdError, validate_id
 
 from ._responses import RequestError
+from ._settings import RunInputSettings
 
 MAX_MESSAGE_CHARS = 32_000
 MAX_BODY_BYTES = 256 * 1024
-_ALLOWED_ROLES = ("user", "system")
+# A run body is a flat object; a little room for clients that send nested extras, no more. Deeper
+# bodies are refused before parsing (the JSON decoder would hit the recursion limit).
+MAX_JSON_DEPTH = 32
+# Strings (skipped whole, escaped quotes included) and the brackets outside them.
+_JSON_STRING_OR_BRACKET = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
 
@@ -35,7 +41,7 @@ class RunInput:
         message: The user's message (not empty).
         session_id: The session (entity key) to continue, or ``None`` for a new one.
         wait_for_response: Whether the caller wants the committed answer instead of a 202.
-        role: The message's role, ``user`` or ``system``.
+        role: The message's role, ``user``, or ``system`` when the app allows it.
         enable_tool_calls: Whether the agent may call its tools for this turn.
         is_json: Whether the body was JSON (kept in the run request's ``request_response_format``).
     """
@@ -48,7 +54,7 @@ class RunInput:
     is_json: bool = True
 
 
-async def parse_run_input(req: Request) -> RunInput:
+async def parse_run_input(req: Request, settings: RunInputSettings) -> RunInput:
     """Read the message and options of a run or stream request.
 
     The body is JSON ``{"message": ..., "session_id": ..., "wait_for_response": ..., "role": ...,
@@ -57,21 +63,25 @@ async def parse_run_input(req: Request) -> RunInput:
     ``x-ms-session-id`` header (``thread_id`` is accepted as the older name); a given id must be
     valid (an empty one too is refused) and different values are refused. ``wait_for_response``
     comes from the ``x-ms-wait-for-response`` header, the query, or the body, in that order, as for
-    the built-in route; it defaults to false here.
+    the built-in route; it defaults to false here. ``role`` is ``user`` unless the settings allow
+    ``system``.
+
+    The body is read at most up to ``MAX_BODY_BYTES``: a larger ``Content-Length`` is refused before
+    any of it is read, and a body without one (chunked) is refused as soon as it passes the limit.
 
     Args:
         req: The HTTP request.
+        settings: What a client may ask for (``ALLOW_SYSTEM_ROLE_MESSAGES``).
 
     Returns:
         The validated input.
 
     Raises:
-        RequestError: With status 400 for a malformed body, an empty message, a bad id or conflicting
+        RequestError: With status 400 for a malformed body (invalid or too deeply nested JSON, text
+            that is not valid Unicode), an empty message, a refused role, a bad id or conflicting
             ids, and 413 for a body or message that is too large.
     """
-    raw = await req.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise RequestError(f"The request body is larger than {MAX_BODY_BYTES} bytes.", 413)
+    raw = await _read_body(req)
     is_json = _is_json(req.headers.get("content-type", ""))
     body: dict[str, Any] = {}
     if is_json:
@@ -80,6 +90,9 @@ async def parse_run_input(req: Request) -> RunInput:
         if message_value is not None and not isinstance(message_value, str):
             raise RequestError("'message' must be a string.")
         message = (message_value or "").strip()
+        if not _is_unicode_text(message):
+            # JSON escapes can spell lone surrogates ("\ud800"), which no UTF-8 encoder downstream takes.
+            raise RequestError("'message' must be valid Unicode text.")
     else:
         try:
             message = raw.decode("utf-8").strip()
@@ -90,9 +103,7 @@ async def parse_run_input(req: Request) -> RunInput:
     if len(message) > MAX_MESSAGE_CHARS:
         raise RequestError(f"The message is longer than {MAX_MESSAGE_CHARS} characters.", 413)
 
-    role = body.get("role") or "user"
-    if role not in _ALLOWED_ROLES:
-        raise RequestError(f"'role' must be one of {', '.join(_ALLOWED_ROLES)}.")
+    role = _role(body.get("role"), settings)
     enable_tool_calls = _bool_or_none(body.get("enable_tool_calls"))
 
     return RunInput(
@@ -105,12 +116,30 @@ async def parse_run_input(req: Request) -> RunInput:
     )
 
 
+async def _read_body(req: Request) -> bytes:
+    """The body, read no further than the limit: a client cannot make the app buffer more."""
+    too_large = RequestError(f"The request body is larger than {MAX_BODY_BYTES} bytes.", 413)
+    declared = req.headers.get("content-length", "").strip()
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    parts: list[bytes] = []
+    size = 0
+    async for part in req.stream():
+        size += len(part)
+        if size > MAX_BODY_BYTES:
+            raise too_large
+        parts.append(part)
+    return b"".join(parts)
+
+
 def _is_json(content_type: str) -> bool:
     media_type = content_type.split(";")[0].strip().lower()
     return media_type == "application/json" or media_type.endswith("+json")
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:
+    if _nesting_exceeds(raw, MAX_JSON_DEPTH):
+        raise RequestError(f"Invalid JSON: nested more than {MAX_JSON_DEPTH} levels deep.")
     try:
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -118,6 +147,43 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise RequestError("Invalid JSON payload. Expected an object.")
     return value
+
+
+def _nesting_exceeds(raw: bytes, limit: int) -> bool:
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False  # the usual body: too few brackets to nest that deep, no scan needed
+    depth = 0
+    for token in _JSON_STRING_OR_BRACKET.finditer(raw):
+        bracket = token.group()
+        if bracket in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif bracket in (b"]", b"}"):
+            depth -= 1
+    return False
+
+
+def _is_unicode_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _role(value: Any, settings: RunInputSettings) -> str:
+    if value is None:
+        return "user"
+    if not isinstance(value, str):
+        raise RequestError("'role' must be a string.")
+    # Normalised as RunRequest normalises it, so that "System" cannot pass for something else.
+    role = value.strip().lower() or "user"
+    if role == "system" and not settings.allow_system_role_messages:
+        raise RequestError("'role' system is not accepted by this app (ALLOW_SYSTEM_ROLE_MESSAGES is off).")
+    if role not in ("user", "system"):
+        raise RequestError("'role' must be user or system.")
+    return role
 
 
 def _session_id(req: Request, body: Mapping[str, Any]) -> str | None:

@@ -1,4 +1,4 @@
-"""Settings of the streaming routes, read from the app settings."""
+"""Settings of the HTTP routes (streams, run input), read from the app settings once at start-up."""
 
 from __future__ import annotations
 
@@ -46,6 +46,38 @@ class StreamSettings:
             max_duration_seconds=_seconds(env, "STREAM_MAX_DURATION_SECONDS", DEFAULT_STREAM_MAX_DURATION_SECONDS),
             heartbeat_seconds=_seconds(env, "STREAM_HEARTBEAT_SECONDS", DEFAULT_STREAM_HEARTBEAT_SECONDS),
         )
+
+
+@dataclass(frozen=True)
+class RunInputSettings:
+    """What a request that starts a turn may ask for.
+
+    Attributes:
+        allow_system_role_messages: ``ALLOW_SYSTEM_ROLE_MESSAGES``: whether a client may send its
+            message with ``role: system``. Off by default: a system message steers the agent above
+            its instructions, which only a trusted caller should do.
+    """
+
+    allow_system_role_messages: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RunInputSettings:
+        """Read ``ALLOW_SYSTEM_ROLE_MESSAGES`` (default: process environment; empty or unset: false).
+
+        Raises:
+            ValueError: If the value is not a boolean word; the message names the setting.
+        """
+        env = os.environ if environ is None else environ
+        return cls(allow_system_role_messages=_flag(env, "ALLOW_SYSTEM_ROLE_MESSAGES"))
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip()
+    if raw.lower() in ("", "false", "0", "no", "off"):
+        return False
+    if raw.lower() in ("true", "1", "yes", "on"):
+        return True
+    raise ValueError(f"{name} must be true or false, got {raw!r}.")
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:

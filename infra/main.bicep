@@ -130,6 +130,9 @@ param streamMaxDurationSeconds int = 200
 @description('Seconds between SSE keep-alive comments while a stream is idle.')
 param streamHeartbeatSeconds int = 15
 
+@description('Whether clients may send a message with role "system" (it steers the agent above its instructions); off unless every caller is trusted.')
+param allowSystemRoleMessages bool = false
+
 @minValue(60)
 @maxValue(604800)
 @description('How long a Valkey stream lives after its last write, in seconds.')
@@ -306,6 +309,7 @@ module api './app/api.bicep' = {
     taskHubName: taskHubName
     streamMaxDurationSeconds: streamMaxDurationSeconds
     streamHeartbeatSeconds: streamHeartbeatSeconds
+    allowSystemRoleMessages: allowSystemRoleMessages
     openAiEndpoint: openAiEnabled ? openAi.outputs.endpoint : ''
     openAiDeploymentName: openAiEnabled ? openAi.outputs.deploymentName : ''
     durableTaskSchedulerEndpoint: durableTaskSchedulerEnabled ? durableTaskScheduler.outputs.endpoint : ''

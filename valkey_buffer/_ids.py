@@ -14,7 +14,9 @@ TURNS_KEY_PREFIX = "agent-turns:"
 # whitespace or control characters, nothing that could make a key name collide with another's.
 # No "@" either: a session id is also a durable entity key, and "@" separates an entity id's parts.
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
-_ENTRY_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+# ASCII digits only: ``\d`` and ``int()`` also take other scripts' digits (Arabic-Indic, fullwidth...),
+# which Valkey refuses as an entry id.
+_ENTRY_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 _MAX_UINT64 = 2**64 - 1
 
 
@@ -48,7 +50,7 @@ def parse_cursor(value: str | None) -> str | None:
 
     Args:
         value: ``None`` or an empty string for "no cursor", ``0`` or ``0-0`` for "from the start",
-            otherwise a Valkey entry id ``<ms>-<seq>``.
+            otherwise a Valkey entry id ``<ms>-<seq>`` (ASCII digits).
 
     Returns:
         ``None`` when no cursor was given, otherwise the entry id to read after.

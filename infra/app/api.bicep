@@ -113,6 +113,9 @@ param streamMaxDurationSeconds int = 200
 @description('STREAM_HEARTBEAT_SECONDS.')
 param streamHeartbeatSeconds int = 15
 
+@description('ALLOW_SYSTEM_ROLE_MESSAGES.')
+param allowSystemRoleMessages bool = false
+
 @description('Azure OpenAI endpoint; empty: the app runs its offline scripted model.')
 param openAiEndpoint string = ''
 
@@ -210,6 +213,10 @@ var baseAppSettings = [
   {
     name: 'STREAM_HEARTBEAT_SECONDS'
     value: string(streamHeartbeatSeconds)
+  }
+  {
+    name: 'ALLOW_SYSTEM_ROLE_MESSAGES'
+    value: allowSystemRoleMessages ? 'true' : 'false'
   }
 ]
 

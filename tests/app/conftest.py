@@ -15,10 +15,9 @@ from tests.valkey_servers import ValkeyProcess
 from valkey_buffer import ValkeyStreamBuffer
 
 
-@pytest.fixture(scope="session")
-def app_module(valkey_server: ValkeyProcess) -> Iterator[ModuleType]:
-    """``function_app.py`` loaded as its own module, with settings that point at the test Valkey."""
-    environ = {
+def app_settings(valkey_server: ValkeyProcess) -> dict[str, str]:
+    """The app settings of the app under test: the test Valkey, short timeouts, the scripted model."""
+    return {
         "VALKEY_HOST": valkey_server.host,
         "VALKEY_PORT": str(valkey_server.port),
         "VALKEY_READ_BLOCK_MS": "1000",
@@ -28,8 +27,14 @@ def app_module(valkey_server: ValkeyProcess) -> Iterator[ModuleType]:
         "STREAM_MAX_DURATION_SECONDS": "60",
         "AZURE_OPENAI_ENDPOINT": "",
         "AZURE_OPENAI_DEPLOYMENT": "",
+        "ALLOW_SYSTEM_ROLE_MESSAGES": "",
     }
-    yield load_function_app(environ, f"function_app_under_test_{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(scope="session")
+def app_module(valkey_server: ValkeyProcess) -> Iterator[ModuleType]:
+    """``function_app.py`` loaded as its own module, with settings that point at the test Valkey."""
+    yield load_function_app(app_settings(valkey_server), f"function_app_under_test_{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture

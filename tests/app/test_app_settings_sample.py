@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from http_api import StreamSettings
+from http_api import RunInputSettings, StreamSettings
 from tests.app.app_harness import ROOT
 from travel_agents import ModelSettings
 from valkey_buffer import ValkeySettings
@@ -53,6 +53,7 @@ def _read_by_settings_classes(values: Mapping[str, str] | None = None) -> set[st
     ValkeySettings.from_env(environ)
     ModelSettings.from_env(environ)
     StreamSettings.from_env(environ)
+    RunInputSettings.from_env(environ)
     return environ.read
 
 
@@ -86,6 +87,7 @@ def test_the_sample_values_are_valid_local_defaults_without_secrets() -> None:
     valkey = ValkeySettings.from_env(values)
     model = ModelSettings.from_env(values)
     streams = StreamSettings.from_env(values)
+    run_input = RunInputSettings.from_env(values)
 
     assert (valkey.host, valkey.port, valkey.tls, valkey.cluster, valkey.auth) == (
         "localhost",
@@ -97,6 +99,7 @@ def test_the_sample_values_are_valid_local_defaults_without_secrets() -> None:
     assert valkey.password is None
     assert not model.uses_azure_openai, "the sample runs the offline scripted model"
     assert (streams.max_duration_seconds, streams.heartbeat_seconds) == (200, 15)
+    assert not run_input.allow_system_role_messages, "clients may not send system messages unless allowed"
     assert values["AzureWebJobsStorage"] == "UseDevelopmentStorage=true"
     assert values["PYTHON_ENABLE_INIT_INDEXING"] == "1"
     assert values["FUNCTIONS_WORKER_RUNTIME"] == "python"

@@ -138,6 +138,21 @@ def test_malformed_cursors_are_rejected(bad: str) -> None:
     assert issubclass(InvalidCursorError, StreamInputError) and issubclass(StreamInputError, ValueError)
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "\u0661\u0667\u0660\u0660-\u0660",  # Arabic-Indic digits: "1700-0"
+        "1700000000000-\u0663",  # one Arabic-Indic digit after ASCII ones
+        "\uff11\uff17\uff10\uff10-\uff10",  # fullwidth digits
+        "\u0967-\u0966",  # Devanagari digits
+    ],
+)
+def test_cursors_take_ascii_digits_only(bad: str) -> None:
+    # Python's \d and int() accept these; Valkey does not, so they must not pass for an entry id.
+    with pytest.raises(InvalidCursorError, match="cursor"):
+        parse_cursor(bad)
+
+
 def _parse_sse(body: str) -> list:  # type: ignore[type-arg]
     response = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body.encode())
     return list(EventSource(response).iter_sse())

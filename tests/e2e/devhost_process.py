@@ -37,6 +37,39 @@ _SCRUBBED = (
 )
 
 
+def scrubbed_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without the settings above, plus ``env``: what a test host runs with."""
+    child_env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
+    child_env.update(env or {})
+    return child_env
+
+
+def run_devhost(args: Sequence[str], env: Mapping[str, str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m devhost`` to its end and capture its output.
+
+    A host that does not end in time is killed with everything it started (an embedded valkey-server
+    would outlive a plain kill of the host), then the timeout is raised.
+    """
+    command = [sys.executable, "-m", "devhost", *args]
+    process = subprocess.Popen(
+        command,
+        cwd=PROJECT_ROOT,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 def free_port() -> int:
     """A TCP port that was free on 127.0.0.1 a moment ago."""
     with contextlib.closing(socket.socket()) as sock:
@@ -80,6 +113,7 @@ class DevHostProcess:
         args: Sequence[str] = (),
         name: str = "devhost",
         timeout: float = 90.0,
+        port: int | None = None,
     ) -> DevHostProcess:
         """Start ``python -m devhost`` and wait until its health route answers 200.
 
@@ -89,14 +123,13 @@ class DevHostProcess:
             args: Extra command-line arguments (``--no-worker``, ``--backend``...).
             name: A name for the log file.
             timeout: Seconds to wait for the host to serve.
+            port: The HTTP port; a free one by default.
         """
-        port = free_port()
+        port = port or free_port()
         ready_file = workdir / f"{name}-{port}.ready.json"
         log_path = workdir / f"{name}-{port}.log"
-        child_env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
         # A host that hangs on its way out is sent SIGABRT: this makes it print every thread's stack first.
-        child_env["PYTHONFAULTHANDLER"] = "1"
-        child_env.update(env or {})
+        child_env = scrubbed_environment({"PYTHONFAULTHANDLER": "1", **(env or {})})
         command = [sys.executable, "-m", "devhost", "--port", str(port), "--ready-file", str(ready_file), *args]
         with open(log_path, "wb") as log:
             # Own session: if the host ever hangs, the whole group (valkey-server included) can go.

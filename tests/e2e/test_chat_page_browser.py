@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,10 +14,25 @@ from tests.e2e.devhost_process import PROJECT_ROOT, DevHostProcess
 from tests.e2e.sse_turns import committed_turn
 from tests.e2e.tcp_cut_proxy import TcpCutProxy
 
-CHROMIUM = "/usr/bin/chromium"
+# Debian's Chromium; CHROMIUM_PATH names another build of it (Playwright never downloads one here).
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or "/usr/bin/chromium"
 SCREENSHOT = PROJECT_ROOT / "test-output" / "e2e" / "chat_page_after_network_cut.png"
 
 pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module", autouse=True)
+def chromium() -> str:
+    """The Chromium executable; without one the test skips (a fresh machine) or, under ``CI=true``, fails.
+
+    Autouse, so it runs before the host is started: a missing browser costs nothing.
+    """
+    if os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK):
+        return CHROMIUM
+    reason = f"no Chromium at {CHROMIUM}: install Debian's package (apt-get install chromium) or set CHROMIUM_PATH"
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(f"{reason}; CI=true, where the browser test must run", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +51,15 @@ def proxy(page_host: DevHostProcess) -> Iterator[TcpCutProxy]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def browser(chromium: str) -> Iterator[Browser]:
     with sync_playwright() as playwright:
         # Debian's Chromium, never a downloaded browser build.
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
+        launched = playwright.chromium.launch(
+            executable_path=chromium,
             args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
-        yield chromium
-        chromium.close()
+        yield launched
+        launched.close()
 
 
 def _turn(page: Page, index: int, expression: str) -> object:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from collections.abc import Iterator
 from urllib.parse import quote
@@ -131,6 +132,8 @@ bad_run_bodies = st.one_of(
     hostile_ids.filter(lambda s: s.strip() != "" and not _is_valid_id(s.strip())).map(
         lambda s: (json.dumps({"message": "hi", "session_id": s}).encode(), "application/json")
     ),
+    # JSON nested deeper than the app takes (Python's decoder would hit its recursion limit).
+    st.integers(min_value=33, max_value=100_000).map(lambda depth: (b"[" * depth, "application/json")),
     # An empty plain-text body.
     st.just((b"", "text/plain")),
     # A body over the size limit.
@@ -163,6 +166,45 @@ def test_run_route_refuses_bad_bodies_and_session_headers(
     for agent in (agent_name, "no-such-agent"):
         response = http.post(f"{devhost.api}/agents/{agent}/run", content=content, headers=headers, timeout=10)
         _assert_refused(response, secret_turn)
+
+
+def test_a_64_mib_content_length_is_refused_before_the_body_arrives(devhost: DevHostProcess, agent_name: str) -> None:
+    head = (
+        f"POST /api/agents/{agent_name}/run HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+        f"Content-Length: {64 * 1024 * 1024}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", devhost.port), timeout=5) as client:
+        client.sendall(head.encode() + b"only these bytes follow")
+        # Times out (a failure) if the host waits for the other 64 MiB.
+        response = client.makefile("rb")
+        status = response.readline()
+        headers = {}
+        while (line := response.readline().strip()) != b"":
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = json.loads(response.read(int(headers["content-length"])))
+    assert status.startswith(b"HTTP/1.1 413"), status
+    assert "larger than" in body["error"]
+
+
+@pytest.mark.parametrize(
+    ("where", "cursor"),
+    [
+        ("cursor", "\u0661\u0667\u0660\u0660-\u0660"),  # Arabic-Indic "1700-0"
+        ("cursor", "\uff11\uff17\uff10\uff10-\uff10"),  # fullwidth "1700-0"
+        ("Last-Event-ID", "\u0661\u0667\u0660\u0660-\u0660"),
+    ],
+)
+def test_cursors_in_other_scripts_digits_are_refused(
+    devhost: DevHostProcess, http: httpx.Client, secret_turn: str, where: str, cursor: str
+) -> None:
+    url = f"{devhost.api}/agent/stream/{uuid.uuid4().hex}"
+    if where == "cursor":
+        response = http.get(url, params={"cursor": cursor}, timeout=5)
+    else:
+        response = http.get(url, headers={"Last-Event-ID": cursor.encode()}, timeout=5)
+    assert response.status_code == 400, response.text[:300]
+    _assert_refused(response, secret_turn)
 
 
 def test_host_stays_healthy_and_serves_turns_after_the_fuzzing(

@@ -56,6 +56,7 @@ SETTINGS_THE_CODE_READS = (
     "SCRIPTED_CHUNK_DELAY_MS",
     "STREAM_MAX_DURATION_SECONDS",
     "STREAM_HEARTBEAT_SECONDS",
+    "ALLOW_SYSTEM_ROLE_MESSAGES",
     "TASKHUB_NAME",
     "AzureWebJobsStorage",
     "AzureWebJobsStorage__accountName",
@@ -422,12 +423,16 @@ def test_app_settings_carry_the_values_the_app_relies_on(templates: dict[str, di
     assert settings["VALKEY_HOST"] == "valkeyHost"
     assert settings["VALKEY_CLUSTER"] == "valkeyCluster"
     assert settings["TASKHUB_NAME"] == "taskHubName"
+    # Off unless the deployment says otherwise (azd: ALLOW_SYSTEM_ROLE_MESSAGES).
+    assert settings["ALLOW_SYSTEM_ROLE_MESSAGES"] == "allowSystemRoleMessages ? true : false"
+    assert templates["app/api.bicep"]["parameters"]["allowSystemRoleMessages"]["default"] is False
     assert settings["DURABLE_TASK_SCHEDULER_CONNECTION_STRING"] == (
         "Endpoint=${durableTaskSchedulerEndpoint};Authentication=ManagedIdentity;ClientID=${identityClientId}"
     )
     main_api = _module_params(templates["main.bicep"], "api")
     assert render(main_api["valkeyHost"]) == "redis.outputs.hostName"
     assert render(main_api["valkeyCluster"]) == "redis.outputs.valkeyCluster"
+    assert render(main_api["allowSystemRoleMessages"]) == "allowSystemRoleMessages"
     assert render(main_api["applicationInsightsConnectionString"]) == (
         "monitoring.outputs.applicationInsightsConnectionString"
     )
