@@ -153,6 +153,11 @@ param valkeyReadBlockMs int = 5000
 @description('A reader gives up with an error event after this many seconds without a new entry.')
 param valkeyReadIdleTimeoutSeconds int = 120
 
+@minValue(1)
+@maxValue(600)
+@description('A reader of one turn asks the turn\'s committed outcome after this many seconds without an entry of it.')
+param valkeyReadReconcileSeconds int = 10
+
 @minValue(100)
 @maxValue(60000)
 @description('Timeout of each non-blocking Valkey request, in milliseconds.')
@@ -305,6 +310,7 @@ module api './app/api.bicep' = {
     valkeyStreamMaxlen: valkeyStreamMaxlen
     valkeyReadBlockMs: valkeyReadBlockMs
     valkeyReadIdleTimeoutSeconds: valkeyReadIdleTimeoutSeconds
+    valkeyReadReconcileSeconds: valkeyReadReconcileSeconds
     valkeyRequestTimeoutMs: valkeyRequestTimeoutMs
     taskHubName: taskHubName
     streamMaxDurationSeconds: streamMaxDurationSeconds

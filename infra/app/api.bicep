@@ -94,6 +94,10 @@ param valkeyReadBlockMs int = 5000
 @description('VALKEY_READ_IDLE_TIMEOUT_SECONDS.')
 param valkeyReadIdleTimeoutSeconds int = 120
 
+@minValue(1)
+@description('VALKEY_READ_RECONCILE_SECONDS.')
+param valkeyReadReconcileSeconds int = 10
+
 @minValue(100)
 @description('VALKEY_REQUEST_TIMEOUT_MS.')
 param valkeyRequestTimeoutMs int = 1000
@@ -197,6 +201,10 @@ var baseAppSettings = [
   {
     name: 'VALKEY_READ_IDLE_TIMEOUT_SECONDS'
     value: string(valkeyReadIdleTimeoutSeconds)
+  }
+  {
+    name: 'VALKEY_READ_RECONCILE_SECONDS'
+    value: string(valkeyReadReconcileSeconds)
   }
   {
     name: 'VALKEY_REQUEST_TIMEOUT_MS'
