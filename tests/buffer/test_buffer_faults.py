@@ -142,6 +142,12 @@ async def _outage_scenario(outage: float) -> dict[str, object]:
         restart_time = await asyncio.wait_for(restarted, outage + 20)
         assert outage_task is not None
         await outage_task
+        # A client that reconnects right after the restart may get "unavailable" (a 503) while the
+        # connection is re-established: like a client that retries, start once Valkey answers.
+        for _ in range(50):
+            if await readers.ping():
+                break
+            await asyncio.sleep(0.1)
         resumed_started = time.monotonic()
         resumed = await asyncio.wait_for(_read(readers, session, last_seen_before_outage, commit), 20)
         resumed_ended = time.monotonic()

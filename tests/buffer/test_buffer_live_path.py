@@ -123,5 +123,7 @@ async def test_resumers_joining_a_busy_session_get_exactly_the_entries_after_the
         assert [c.entry_id for c in chunks] == stream_ids
     for cursor, got in resumed:
         expected = stream_ids if cursor == "0" else stream_ids[stream_ids.index(cursor) + 1 :]
+        if cursor == stream_ids[-1]:
+            expected = [cursor]  # a cursor at the turn's end gets that end again, at once
         missing = sorted(set(expected) - set(got))
         assert got == expected, f"resumed after {cursor}: missing {missing}, {len(got)} of {len(expected)}"
