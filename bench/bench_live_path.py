@@ -26,6 +26,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from bench.bench_buffer import callback_write_path
+from tests.busy_session import busy_session
 from tests.slow_reply_proxy import SlowReplyProxy
 from tests.valkey_servers import ValkeyProcess
 
@@ -101,43 +103,15 @@ async def resume_gaps(vb: ModuleType, server: ValkeyProcess, rounds: int, seed: 
     rng = random.Random(seed)
     missed = expected_total = 0
     for _ in range(rounds):
-        round_missed, round_expected = await _resume_round(vb, server, rng)
-        missed += round_missed
-        expected_total += round_expected
-    return missed, expected_total
-
-
-async def _resume_round(vb: ModuleType, server: ValkeyProcess, rng: random.Random) -> tuple[int, int]:
-    buffer = vb.ValkeyStreamBuffer(_settings(vb, server))
-    session = _sid()
-    key = f"agent-stream:{session}"
-
-    async def produce() -> None:
-        for i in range(160):
-            await buffer.write_chunk(session, f"c{i} ", correlation_id="t")
-            await asyncio.sleep(rng.choice([0, 0, 0.001, 0.003]))
-        await buffer.write_completion(session, correlation_id="t")
-
-    async def resume() -> tuple[str, list[str]]:
-        await asyncio.sleep(rng.uniform(0, 0.6))
-        ids = [entry[0] for entry in server.command("XRANGE", key, "-", "+")]  # type: ignore[union-attr]
-        cursor = rng.choice(ids) if ids else "0"
-        return cursor, [c.entry_id async for c in buffer.read_stream(session, cursor, correlation_id="t")]
-
-    try:
-        live = [asyncio.create_task(_drain(buffer.read_stream(session, correlation_id="t"))) for _ in range(3)]
-        producer = asyncio.create_task(produce())
-        resumed = await asyncio.gather(*(resume() for _ in range(8)))
-        await producer
-        await asyncio.gather(*live)
-    finally:
-        await buffer.aclose()
-    stream_ids = [entry[0] for entry in server.command("XRANGE", key, "-", "+")]  # type: ignore[union-attr]
-    missed = expected_total = 0
-    for cursor, got in resumed:
-        expected = stream_ids if cursor == "0" else stream_ids[stream_ids.index(cursor) + 1 :]
-        missed += len(set(expected) - set(got))
-        expected_total += len(expected)
+        buffer = vb.ValkeyStreamBuffer(_settings(vb, server))
+        try:
+            session = await busy_session(buffer, server, rng, resumers=8, live_readers=3)
+        finally:
+            await buffer.aclose()
+        for cursor, got in session.resumed:
+            expected = session.expected_after(cursor)
+            missed += len(set(expected) - set(got))
+            expected_total += len(expected)
     return missed, expected_total
 
 
@@ -177,17 +151,8 @@ async def write_path(vb: ModuleType, server: ValkeyProcess, chunks: int = 20_000
     """chunks/s of one turn through write_chunk, median of 3 (after a warm-up)."""
     buffer = vb.ValkeyStreamBuffer(_settings(vb, server, stream_maxlen=None))
     try:
-
-        async def one_turn(count: int) -> float:
-            session = _sid()
-            started = time.perf_counter()
-            for i in range(count):
-                await buffer.write_chunk(session, f"token{i} ", correlation_id="t")
-            await buffer.write_completion(session, correlation_id="t")
-            return count / (time.perf_counter() - started)
-
-        await one_turn(1000)
-        return statistics.median([await one_turn(chunks) for _ in range(3)])
+        await callback_write_path(buffer, 1000)
+        return statistics.median([await callback_write_path(buffer, chunks) for _ in range(3)])
     finally:
         await buffer.aclose()
 

@@ -13,7 +13,8 @@ import time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.buffer.helpers import context, new_id, update
+from tests.buffer.helpers import new_id
+from tests.busy_session import busy_session
 from tests.valkey_servers import ValkeyProcess
 from valkey_buffer import StreamChunk, ValkeySettings, ValkeyStreamBuffer
 
@@ -89,41 +90,17 @@ async def test_a_new_turn_is_live_after_any_pause_of_the_feed(valkey_settings: V
 async def test_resumers_joining_a_busy_session_get_exactly_the_entries_after_their_cursor(
     valkey_server: ValkeyProcess, valkey_settings: ValkeySettings, seed: int, resumers: int, live_readers: int
 ) -> None:
-    rng = random.Random(seed)
     buffer = ValkeyStreamBuffer(valkey_settings)
-    session = new_id()
-    key = f"agent-stream:{session}"
-    pieces = [f"c{i} " for i in range(160)]
     try:
-        live = [asyncio.create_task(_collect(buffer, session, "t")) for _ in range(live_readers)]
-
-        async def produce() -> None:
-            ctx = context(session, "t")
-            for piece in pieces:
-                await buffer.on_streaming_response_update(update(piece), ctx)
-                await asyncio.sleep(rng.choice([0, 0, 0.001, 0.003]))
-            await buffer.write_completion(session, correlation_id="t")
-
-        async def resume() -> tuple[str, list[str]]:
-            await asyncio.sleep(rng.uniform(0, 0.6))
-            ids = [entry[0] for entry in valkey_server.command("XRANGE", key, "-", "+")]  # type: ignore[union-attr]
-            cursor = rng.choice(ids) if ids else "0"
-            chunks = [c async for c in buffer.read_stream(session, cursor, correlation_id="t")]
-            return cursor, [c.entry_id for c in chunks]
-
-        producer = asyncio.create_task(produce())
-        resumed = await asyncio.wait_for(asyncio.gather(*(resume() for _ in range(resumers))), 30)
-        await asyncio.wait_for(producer, 30)
-        live_results = await asyncio.wait_for(asyncio.gather(*live), 30)
+        session = await busy_session(
+            buffer, valkey_server, random.Random(seed), resumers=resumers, live_readers=live_readers
+        )
     finally:
         await buffer.aclose()
 
-    stream_ids = [entry[0] for entry in valkey_server.command("XRANGE", key, "-", "+")]  # type: ignore[union-attr]
-    for chunks in live_results:
-        assert [c.entry_id for c in chunks] == stream_ids
-    for cursor, got in resumed:
-        expected = stream_ids if cursor == "0" else stream_ids[stream_ids.index(cursor) + 1 :]
-        if cursor == stream_ids[-1]:
-            expected = [cursor]  # a cursor at the turn's end gets that end again, at once
+    for got in session.live:
+        assert got == session.stream_ids
+    for cursor, got in session.resumed:
+        expected = session.expected_after(cursor)
         missing = sorted(set(expected) - set(got))
         assert got == expected, f"resumed after {cursor}: missing {missing}, {len(got)} of {len(expected)}"
