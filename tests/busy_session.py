@@ -23,6 +23,7 @@ class BusySession:
     stream_ids: list[str]
     live: list[list[str]]
     resumed: list[tuple[str, list[str]]]  # (cursor, ids got after it)
+    hung: int  # readers that had not ended ``reader_timeout`` seconds after the turn's end was written
 
     def expected_after(self, cursor: str) -> list[str]:
         """What a resumer from ``cursor`` must get: every entry after it, or the turn's end again."""
@@ -34,20 +35,43 @@ class BusySession:
 
 
 async def busy_session(
-    buffer: Any, server: ValkeyProcess, rng: random.Random, *, resumers: int, live_readers: int, chunks: int = 160
+    buffer: Any,
+    server: ValkeyProcess,
+    rng: random.Random,
+    *,
+    resumers: int,
+    live_readers: int,
+    chunks: int = 160,
+    reader_timeout: float = 30,
 ) -> BusySession:
     """Stream one turn of ``chunks`` chunks while readers follow it and resumers join; see the module."""
     session = uuid.uuid4().hex
     key = f"agent-stream:{session}"
+    ended = asyncio.Event()
+    hung = 0
 
     async def follow(cursor: str | None) -> list[str]:
-        return [chunk.entry_id async for chunk in buffer.read_stream(session, cursor, correlation_id="t")]
+        nonlocal hung
+        got: list[str] = []
+
+        async def read() -> None:
+            async for chunk in buffer.read_stream(session, cursor, correlation_id="t"):
+                got.append(chunk.entry_id)
+
+        reader = asyncio.create_task(read())
+        await ended.wait()
+        try:
+            await asyncio.wait_for(reader, reader_timeout)
+        except TimeoutError:
+            hung += 1
+        return got
 
     async def produce() -> None:
         for i in range(chunks):
             await buffer.write_chunk(session, f"c{i} ", correlation_id="t")
             await asyncio.sleep(rng.choice([0, 0, 0.001, 0.003]))
         await buffer.write_completion(session, correlation_id="t")
+        ended.set()
 
     async def resume() -> tuple[str, list[str]]:
         await asyncio.sleep(rng.uniform(0, 0.6))
@@ -57,8 +81,8 @@ async def busy_session(
 
     live = [asyncio.create_task(follow(None)) for _ in range(live_readers)]
     producer = asyncio.create_task(produce())
-    resumed = await asyncio.wait_for(asyncio.gather(*(resume() for _ in range(resumers))), 30)
-    await asyncio.wait_for(producer, 30)
-    live_ids = await asyncio.wait_for(asyncio.gather(*live), 30)
+    resumed = await asyncio.gather(*(resume() for _ in range(resumers)))
+    await producer
+    live_ids = await asyncio.gather(*live)
     stream_ids = [entry[0] for entry in server.command("XRANGE", key, "-", "+")]  # type: ignore[union-attr]
-    return BusySession(stream_ids=stream_ids, live=list(live_ids), resumed=list(resumed))
+    return BusySession(stream_ids=stream_ids, live=list(live_ids), resumed=list(resumed), hung=hung)

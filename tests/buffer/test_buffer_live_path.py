@@ -98,6 +98,7 @@ async def test_resumers_joining_a_busy_session_get_exactly_the_entries_after_the
     finally:
         await buffer.aclose()
 
+    assert session.hung == 0, f"{session.hung} readers had not ended 30 s after the turn's end"
     for got in session.live:
         assert got == session.stream_ids
     for cursor, got in session.resumed:
