@@ -29,8 +29,9 @@ run_input_settings = RunInputSettings.from_env()
 buffer = ValkeyStreamBuffer.from_env()
 
 # The agents (Azure OpenAI when configured, else the offline scripted model). A turn that fails for
-# good is reported to its stream readers through the buffer (see travel_agents/_turn_failures.py).
-agents = build_agents(model_settings, failure_sink=buffer)
+# good is reported to its stream readers through the buffer, and a turn whose cancel is requested
+# (through the buffer, from any instance) stops (see travel_agents/_turn_*.py).
+agents = build_agents(model_settings, buffer=buffer)
 
 # The app: one durable entity `dafx-{name}` per agent, with the buffer as every agent's callback. The
 # built-in HTTP routes use func.HttpRequest, which cannot share an app with streaming routes: they are
@@ -85,8 +86,16 @@ async def agent_stream_resume(req: Request, client: df.DurableOrchestrationClien
 @app.route(route="agents/{name}/sessions/{session_id}/turns/{correlation_id}", methods=["GET"])
 @app.durable_client_input(client_name="client")
 async def agent_turn_status(req: Request, client: df.DurableOrchestrationClient) -> Response:
-    """The committed outcome of a turn: pending (from acceptance on), completed or failed."""
+    """The committed outcome of a turn: pending (from acceptance on), completed, cancelled or failed."""
     return await api.turn_status(req, client)
+
+
+@app.function_name("agent_turn_cancel")
+@app.route(route="agents/{name}/sessions/{session_id}/turns/{correlation_id}/cancel", methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def agent_turn_cancel(req: Request, client: df.DurableOrchestrationClient) -> Response:
+    """Stop a turn, on whichever instance runs it: 202 cancelling, or its outcome when it has ended."""
+    return await api.cancel_turn(req, client)
 
 
 @app.function_name("health")

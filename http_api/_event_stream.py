@@ -115,7 +115,7 @@ async def text_body(
     heartbeat_seconds: float,
     max_duration_seconds: float,
 ) -> AsyncIterator[str]:
-    """Yield the turn's text as plain text; a ``replace``, an error or the time limit is written out in words.
+    """Yield the turn's text as plain text; a ``replace``, a cancellation, an error or the time limit in words.
 
     Args:
         chunks: The buffer's reader (``read_stream``); it is closed when the body ends.
@@ -145,6 +145,8 @@ async def text_body(
                     sent = item.text
                     if addition:
                         yield addition
+                elif item.kind == "cancelled":
+                    yield "\n[stopped: the turn was cancelled]\n"
                 elif item.kind == "error":
                     yield f"\n[error] {item.error or 'error'}\n"
 

@@ -131,6 +131,9 @@ class AgentHttpApi:
         if outcome.status == "completed":
             payload.update(response=outcome.text, status="success", message_count=outcome.message_count)
             status_code = 200
+        elif outcome.status == "cancelled":
+            payload.update(response=outcome.text, status="cancelled", message_count=outcome.message_count)
+            status_code = 200
         elif outcome.status == "failed":
             payload.update(response=None, status="failed", error=outcome.error, message_count=outcome.message_count)
             status_code = 500
@@ -212,40 +215,40 @@ class AgentHttpApi:
         """``GET /api/agents/{name}/sessions/{session_id}/turns/{correlation_id}``: the committed outcome.
 
         200 with ``status`` ``pending`` (from the moment a route accepted the turn until the entity
-        commits it), ``completed`` (with ``response``) or ``failed`` (with ``error``); 404 for a turn
-        that was never accepted (or whose record has expired with its stream).
+        commits it), ``completed`` (with ``response``), ``cancelled`` (with the partial ``response``)
+        or ``failed`` (with ``error``); 404 for a turn that was never accepted (or whose record has
+        expired with its stream).
         """
         try:
-            agent = self._agent(req)
-            session_id = validate_id(req.path_params.get("session_id"), "session_id")
-            correlation_id = validate_id(req.path_params.get("correlation_id"), "correlation_id")
+            agent, session_id, correlation_id = self._turn_ids(req)
+            outcome = await self._outcome(client, agent, session_id, correlation_id)
         except RequestError as error:
             return json_error(error.message, error.status_code)
-        except StreamInputError as error:
-            return json_error(str(error), 400)
-        outcome = await read_turn_outcome(client, agent, session_id, correlation_id)
-        if outcome.status == "not_found":
-            # Accepted but not yet in the entity's state (its signal is still queued)?
-            try:
-                accepted = await self.buffer.accepted_turn(session_id, correlation_id)
-            except ValkeyUnavailableError:
-                return _valkey_unavailable()
-            if accepted is not None and accepted.agent == agent:
-                outcome = TurnOutcome(status="pending", message_count=outcome.message_count)
-        body: dict[str, Any] = {
-            "agent": agent,
-            SESSION_ID_FIELD: session_id,
-            "correlation_id": correlation_id,
-            "status": outcome.status,
-            "message_count": outcome.message_count,
-        }
-        if outcome.status == "not_found":
-            return json_error("No such turn: it was never accepted by this agent, or it has expired.", 404, **body)
-        if outcome.status == "completed":
-            body["response"] = outcome.text
-        elif outcome.status == "failed":
-            body["error"] = outcome.error
-        return JSONResponse(body, status_code=200)
+        return _outcome_response(agent, session_id, correlation_id, outcome)
+
+    async def cancel_turn(self, req: Request, client: SupportsEntityClient) -> Response:
+        """``POST /api/agents/{name}/sessions/{session_id}/turns/{correlation_id}/cancel``: stop a turn.
+
+        202 with ``status: cancelling`` for a turn that is accepted or running: the instance that
+        runs it (any instance) stops the model, and the turn commits its partial answer as
+        ``cancelled``. A turn that has ended answers like the status route (200 with its outcome), so
+        cancelling is idempotent; an unknown turn is a 404. When Valkey is unreachable the answer is
+        503 and nothing was requested.
+        """
+        try:
+            agent, session_id, correlation_id = self._turn_ids(req)
+            outcome = await self._outcome(client, agent, session_id, correlation_id)
+            if outcome.status == "pending":
+                await self.buffer.request_cancel(session_id, correlation_id)
+        except RequestError as error:
+            return json_error(error.message, error.status_code)
+        except ValkeyUnavailableError:
+            return _valkey_unavailable()
+        if outcome.status != "pending":
+            return _outcome_response(agent, session_id, correlation_id, outcome)
+        logger.info("Cancel requested for turn %s of %s in session %s", correlation_id, agent, session_id)
+        body = {"agent": agent, SESSION_ID_FIELD: session_id, "correlation_id": correlation_id, "status": "cancelling"}
+        return JSONResponse(body, status_code=202)
 
     async def health(self, req: Request) -> Response:
         """``GET /api/health``: liveness, Valkey reachability (503 when unreachable) and the agents."""
@@ -276,6 +279,36 @@ class AgentHttpApi:
         if agent is None:
             raise RequestError(f"Agent {name!r} is not registered; agents: {', '.join(self._agents.values())}.", 404)
         return agent
+
+    def _turn_ids(self, req: Request) -> tuple[str, str, str]:
+        """``(agent, session_id, correlation_id)`` of a turn route, checked (``RequestError`` when not)."""
+        agent = self._agent(req)
+        try:
+            session_id = validate_id(req.path_params.get("session_id"), "session_id")
+            correlation_id = validate_id(req.path_params.get("correlation_id"), "correlation_id")
+        except StreamInputError as error:
+            raise RequestError(str(error), 400) from None
+        return agent, session_id, correlation_id
+
+    async def _outcome(
+        self, client: SupportsEntityClient, agent: str, session_id: str, correlation_id: str
+    ) -> TurnOutcome:
+        """A turn's outcome: the entity's committed state, or ``pending`` for an accepted turn it has not seen.
+
+        Raises:
+            RequestError: 503 when the entity does not know the turn and Valkey cannot tell.
+        """
+        outcome = await read_turn_outcome(client, agent, session_id, correlation_id)
+        if outcome.status != "not_found":
+            return outcome
+        # Accepted but not yet in the entity's state (its signal is still queued)?
+        try:
+            accepted = await self.buffer.accepted_turn(session_id, correlation_id)
+        except ValkeyUnavailableError:
+            raise RequestError("Valkey is unavailable; try again shortly.", 503) from None
+        if accepted is not None and accepted.agent == agent:
+            return TurnOutcome(status="pending", message_count=outcome.message_count)
+        return outcome
 
     async def _start_turn(self, client: SupportsEntityClient, agent: str, run_input: RunInput) -> tuple[str, str]:
         """Record and signal a new turn; its ``(session_id, correlation_id)``.
@@ -316,8 +349,8 @@ class AgentHttpApi:
         async def committed_turn(correlation_id: str, agent_in_stream: str | None) -> CommittedTurn | None:
             for name in await self._agents_of_turn(session_id, correlation_id, agent or agent_in_stream):
                 outcome = await read_turn_outcome(client, name, session_id, correlation_id)
-                if outcome.status == "completed":
-                    return CommittedTurn(status="completed", text=outcome.text or "")
+                if outcome.status in ("completed", "cancelled"):
+                    return CommittedTurn(status=outcome.status, text=outcome.text or "")
                 if outcome.status == "failed":
                     return CommittedTurn(status="failed", error=outcome.error)
                 if outcome.status == "pending":
@@ -348,7 +381,7 @@ class AgentHttpApi:
             except Exception as error:  # the state may be momentarily unreadable; keep polling like the built-in
                 logger.warning("Reading the state of %s/%s failed: %s", agent, session_id, error)
                 continue
-            if outcome.status in ("completed", "failed"):
+            if outcome.status in ("completed", "cancelled", "failed"):
                 return outcome
         return outcome
 
@@ -376,6 +409,23 @@ class AgentHttpApi:
         return DeadlineStreamingResponse(
             body, max_seconds=hard_limit, media_type="text/event-stream", headers={**_SSE_HEADERS, **headers}
         )
+
+
+def _outcome_response(agent: str, session_id: str, correlation_id: str, outcome: TurnOutcome) -> JSONResponse:
+    body: dict[str, Any] = {
+        "agent": agent,
+        SESSION_ID_FIELD: session_id,
+        "correlation_id": correlation_id,
+        "status": outcome.status,
+        "message_count": outcome.message_count,
+    }
+    if outcome.status == "not_found":
+        return json_error("No such turn: it was never accepted by this agent, or it has expired.", 404, **body)
+    if outcome.status in ("completed", "cancelled"):
+        body["response"] = outcome.text
+    elif outcome.status == "failed":
+        body["error"] = outcome.error
+    return JSONResponse(body, status_code=200)
 
 
 def _id_headers(session_id: str, correlation_id: str) -> dict[str, str]:

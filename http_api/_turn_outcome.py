@@ -15,9 +15,11 @@ from agent_framework_durabletask import (
     DurableAgentStateResponse,
 )
 
+from valkey_buffer import marks_cancelled
+
 logger = logging.getLogger(__name__)
 
-TurnStatus = Literal["not_found", "pending", "completed", "failed"]
+TurnStatus = Literal["not_found", "pending", "completed", "cancelled", "failed"]
 
 
 class SupportsEntityClient(Protocol):
@@ -38,8 +40,8 @@ class TurnOutcome:
 
     Attributes:
         status: ``not_found`` (no such request yet), ``pending`` (requested, no response committed),
-            ``completed`` or ``failed``.
-        text: The committed answer of a completed turn.
+            ``completed``, ``cancelled`` (stopped on request; the partial answer is committed) or ``failed``.
+        text: The committed answer of a completed turn, or the partial answer of a cancelled one.
         error: The error message of a failed turn.
         message_count: Requests and responses in the session's history.
     """
@@ -98,7 +100,8 @@ def outcome_from_state(state: DurableAgentState, correlation_id: str) -> TurnOut
                 )
                 return TurnOutcome(status="failed", error=error, message_count=len(history))
             text = "".join(message.text for message in entry.messages)
-            return TurnOutcome(status="completed", text=text, message_count=len(history))
+            status: TurnStatus = "cancelled" if marks_cancelled(entry.messages) else "completed"
+            return TurnOutcome(status=status, text=text, message_count=len(history))
         if isinstance(entry, DurableAgentStateRequest):
             requested = True
     return TurnOutcome(status="pending" if requested else "not_found", message_count=len(history))

@@ -1,6 +1,8 @@
-"""The app's agents, the model they use, and the middleware that reports failed turns to stream readers."""
+"""The app's agents, the model they use, and the middleware that reports failed turns and stops cancelled ones."""
 
 from __future__ import annotations
+
+from typing import Protocol
 
 from agent_framework import Agent
 
@@ -13,24 +15,31 @@ from ._scripted_model import (
     scripted_answer,
     split_into_chunks,
 )
+from ._stream_turn import TURN_OPTION_KEY, StreamTurn, turn_options
 from ._tools import estimate_trip_budget, get_destination_weather
 from ._travel_agent import TRAVEL_AGENT_INSTRUCTIONS, TRAVEL_AGENT_NAME, create_travel_agent
-from ._turn_failures import TURN_OPTION_KEY, StreamTurn, SupportsWriteError, TurnFailureReporter, turn_options
+from ._turn_cancellation import SupportsCancellation, TurnCanceller
+from ._turn_failures import SupportsWriteError, TurnFailureReporter
 
 
-def build_agents(settings: ModelSettings, *, failure_sink: SupportsWriteError) -> list[Agent]:
+class SupportsTurnControl(SupportsWriteError, SupportsCancellation, Protocol):
+    """What the agents' middleware needs from the app's stream buffer (``ValkeyStreamBuffer`` has it)."""
+
+
+def build_agents(settings: ModelSettings, *, buffer: SupportsTurnControl) -> list[Agent]:
     """Create every agent the app hosts, sharing one chat client.
 
     Args:
         settings: Which model to use.
-        failure_sink: Where a failed turn's ``error`` entry is written (the app's stream buffer).
+        buffer: The app's stream buffer: a failed turn's ``error`` entry is written to it, and the
+            turns' cancel requests are read from it.
 
     Returns:
         The agents; each becomes a durable entity ``dafx-{name}``.
     """
     client = create_chat_client(settings)
-    reporter = TurnFailureReporter(failure_sink)
-    return [create_travel_agent(client, middleware=[reporter])]
+    middleware = [TurnFailureReporter(buffer), TurnCanceller(buffer)]
+    return [create_travel_agent(client, middleware=middleware)]
 
 
 __all__ = [
@@ -44,7 +53,10 @@ __all__ = [
     "ScriptedChatClient",
     "ScriptedModelError",
     "StreamTurn",
+    "SupportsCancellation",
+    "SupportsTurnControl",
     "SupportsWriteError",
+    "TurnCanceller",
     "TurnFailureReporter",
     "build_agents",
     "create_chat_client",

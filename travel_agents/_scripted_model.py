@@ -69,6 +69,7 @@ class ScriptedChatClient(FunctionInvocationLayer, ChatMiddlewareLayer, BaseChatC
         super().__init__()
         self.chunk_delay_seconds = chunk_delay_seconds
         self.chunk_chars = chunk_chars
+        self.calls = 0  # model calls so far: a turn that must not reach the model can be checked
 
     def _inner_get_response(
         self,
@@ -78,6 +79,7 @@ class ScriptedChatClient(FunctionInvocationLayer, ChatMiddlewareLayer, BaseChatC
         options: Mapping[str, Any],
         **kwargs: Any,
     ) -> Awaitable[ChatResponse] | ResponseStream[ChatResponseUpdate, ChatResponse]:
+        self.calls += 1
         user_text = _last_user_text(messages)
         tool_call = _weather_tool_call(user_text, options) if not _has_tool_result(messages) else None
         if tool_call is not None:

@@ -4,27 +4,21 @@ Why a middleware: Agent Framework's durable entity calls the response callback o
 succeed. When ``run(stream=True)`` raises, the entity retries once with a non-streaming ``run()``;
 when that raises too, it records an error response in the entity state and calls no callback, so a
 reader following the turn would only stop at its idle timeout. Agent middleware wraps both calls,
-which makes it the one place of ours that sees the final failure as it happens. It needs to know
-which stream and turn to write to, and ``agent.run`` is given neither: the HTTP routes therefore
-put the session and correlation ids into the ``RunRequest`` options under a private key
-(:func:`turn_options`), which the entity forwards to ``agent.run(options=...)`` for both calls. The
-middleware takes the key out before the chat client sees the options, without mutating the dict
-the entity reuses for its retry.
+which makes it the one place of ours that sees the final failure as it happens. Which stream and
+turn to write to comes with the run's options (see ``_stream_turn``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from agent_framework import AgentContext, AgentMiddleware
 
-logger = logging.getLogger(__name__)
+from ._stream_turn import StreamTurn, stream_turn_of
 
-TURN_OPTION_KEY = "_valkey_stream_turn"
-"""Private ``RunRequest.options`` key that carries the ids of the stream a turn writes to."""
+logger = logging.getLogger(__name__)
 
 
 class SupportsWriteError(Protocol):
@@ -35,27 +29,6 @@ class SupportsWriteError(Protocol):
     ) -> Awaitable[Any]:
         """Append the terminal ``error`` entry of a turn."""
         ...
-
-
-@dataclass(frozen=True)
-class StreamTurn:
-    """The stream (session) and turn (correlation) a run writes to."""
-
-    session_id: str
-    correlation_id: str
-
-
-def turn_options(session_id: str, correlation_id: str) -> dict[str, Any]:
-    """Return ``RunRequest`` options that tell :class:`TurnFailureReporter` where a turn streams.
-
-    Args:
-        session_id: The durable entity key, which is also the stream's conversation id.
-        correlation_id: The turn's correlation id.
-
-    Returns:
-        A dict to pass as ``RunRequest(options=...)``.
-    """
-    return {TURN_OPTION_KEY: {"session_id": session_id, "correlation_id": correlation_id}}
 
 
 class TurnFailureReporter(AgentMiddleware):
@@ -77,7 +50,7 @@ class TurnFailureReporter(AgentMiddleware):
 
     async def process(self, context: AgentContext, call_next: Callable[[], Awaitable[None]]) -> None:
         """Run the agent without the private option and report a final failure to the turn's stream."""
-        turn = _take_turn(context)
+        turn = stream_turn_of(context)
         try:
             await call_next()
         except Exception as exc:
@@ -93,22 +66,6 @@ class TurnFailureReporter(AgentMiddleware):
         except Exception:
             # Reporting must never replace the agent's own error, which the entity commits.
             logger.exception("Could not write the error entry of turn %s", turn.correlation_id)
-
-
-def _take_turn(context: AgentContext) -> StreamTurn | None:
-    options = context.options
-    if not isinstance(options, Mapping) or TURN_OPTION_KEY not in options:
-        return None
-    # A copy without the key: the chat client must not see it, and the entity passes the very same
-    # options dict to its non-streaming retry, which needs the key again.
-    context.options = {key: value for key, value in options.items() if key != TURN_OPTION_KEY}
-    raw = options[TURN_OPTION_KEY]
-    if not isinstance(raw, Mapping):
-        return None
-    session_id, correlation_id = raw.get("session_id"), raw.get("correlation_id")
-    if not isinstance(session_id, str) or not isinstance(correlation_id, str) or not session_id or not correlation_id:
-        return None
-    return StreamTurn(session_id=session_id, correlation_id=correlation_id)
 
 
 def _describe_exception(exc: BaseException) -> str:

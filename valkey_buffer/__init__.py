@@ -5,6 +5,14 @@ agent's response callback and read the streams back as ``StreamChunk``s, live or
 """
 
 from ._buffer import AcceptedTurn, ReaderStats, ValkeyStreamBuffer
+from ._cancellation import (
+    CANCELLED_MARKER_TEXT,
+    TurnCancellation,
+    cancel_key,
+    cancelled_marker,
+    is_cancelled_marker,
+    marks_cancelled,
+)
 from ._chunk import StreamChunk
 from ._connection import EntraTokenSource
 from ._errors import InvalidCursorError, InvalidIdError, StreamInputError, ValkeyUnavailableError
@@ -15,6 +23,7 @@ from ._stream_reader import CommittedTurn, CommittedTurnLookup
 from ._turn_writer import WriteStats
 
 __all__ = [
+    "CANCELLED_MARKER_TEXT",
     "AcceptedTurn",
     "CommittedTurn",
     "CommittedTurnLookup",
@@ -24,13 +33,18 @@ __all__ = [
     "ReaderStats",
     "StreamChunk",
     "StreamInputError",
+    "TurnCancellation",
     "ValkeySettings",
     "ValkeyStreamBuffer",
     "ValkeyUnavailableError",
     "WriteStats",
+    "cancel_key",
+    "cancelled_marker",
     "chunk_to_sse",
     "encode_sse_comment",
     "encode_sse_event",
+    "is_cancelled_marker",
+    "marks_cancelled",
     "parse_cursor",
     "stream_key",
     "validate_id",

@@ -24,6 +24,7 @@ from glide import (
     TrimByMaxLen,
 )
 
+from ._cancellation import TurnCancellation, cancel_key, marks_cancelled
 from ._chunk import StreamChunk
 from ._connection import EntraTokenSource, TokenCredential
 from ._errors import InvalidCursorError, ValkeyUnavailableError
@@ -122,6 +123,7 @@ class ValkeyStreamBuffer:
         self._write_retry_seconds = write_retry_seconds
         self._turns: dict[tuple[str, str], TurnWriter] = {}  # (conversation id, correlation id)
         self._ending: set[TurnWriter] = set()  # turns whose end is still being written
+        self._cancellations: dict[tuple[str, str], TurnCancellation] = {}  # (stream key, correlation id)
         self._last_sweep = time.monotonic()
         self._loops: dict[asyncio.AbstractEventLoop, LoopClients] = {}
         self._loops_lock = threading.Lock()
@@ -156,8 +158,9 @@ class ValkeyStreamBuffer:
 
         When the streamed chunks are a prefix of the final text (the usual case) the remainder is
         appended; when they are not (the framework fell back to a non-streaming run after the
-        stream failed) or a write of the turn failed, a ``replace`` entry carries the full text.
-        Never raises.
+        stream failed) or a write of the turn failed, a ``replace`` entry carries the full text. A
+        response marked as cancelled (see ``cancelled_marker``) ends with ``done`` plus
+        ``cancelled="true"``. Never raises.
         """
         try:
             await self.write_completion(
@@ -165,6 +168,7 @@ class ValkeyStreamBuffer:
                 correlation_id=context.correlation_id,
                 agent=context.agent_name,
                 final_text=response.text or "",
+                cancelled=marks_cancelled(response.messages),
             )
         except Exception:
             logger.exception("Could not complete the stream of %s", context.session_id)
@@ -194,6 +198,7 @@ class ValkeyStreamBuffer:
         correlation_id: str,
         agent: str | None = None,
         final_text: str | None = None,
+        cancelled: bool = False,
     ) -> None:
         """End the turn with ``done`` after all its queued chunks.
 
@@ -206,11 +211,12 @@ class ValkeyStreamBuffer:
             agent: The agent's name, recorded in the entries.
             final_text: The committed answer: what the chunks lack of it is appended, or it replaces
                 them (``replace`` entry) when they are not its prefix or a write failed.
+            cancelled: The turn was stopped: its ``done`` entry says so (``cancelled="true"``).
 
         Raises:
             InvalidIdError: If an id is invalid.
         """
-        await self._end(conversation_id, correlation_id, agent, final_text=final_text, error=None)
+        await self._end(conversation_id, correlation_id, agent, final_text=final_text, error=None, cancelled=cancelled)
 
     async def write_error(
         self, conversation_id: str, message: str, *, correlation_id: str, agent: str | None = None
@@ -220,7 +226,9 @@ class ValkeyStreamBuffer:
         Raises:
             InvalidIdError: If an id is invalid.
         """
-        await self._end(conversation_id, correlation_id, agent, final_text=None, error=message or "error")
+        await self._end(
+            conversation_id, correlation_id, agent, final_text=None, error=message or "error", cancelled=False
+        )
 
     async def record_turn_accepted(self, conversation_id: str, correlation_id: str, agent: str) -> None:
         """Record that a turn was accepted, for as long as its stream would live.
@@ -266,6 +274,57 @@ class ValkeyStreamBuffer:
         except (ValueError, KeyError, TypeError):
             logger.warning("Ignored a malformed turn record %s in %s", correlation_id, key)
             return None
+
+    # ----- cancellation -----
+
+    async def request_cancel(self, conversation_id: str, correlation_id: str) -> None:
+        """Ask the instance that runs a turn to stop it (it learns within a chunk or a fraction of a second).
+
+        Raises:
+            InvalidIdError: If an id is invalid.
+            ValkeyUnavailableError: If Valkey cannot be reached (nothing was requested).
+        """
+        key = cancel_key(stream_key(conversation_id))
+        validate_id(correlation_id, "correlation_id")
+        batch: Batch | ClusterBatch = ClusterBatch(is_atomic=True) if self.settings.cluster else Batch(is_atomic=True)
+        batch.sadd(key, [correlation_id])
+        batch.expire(key, self.settings.stream_ttl_seconds)
+        try:
+            client = await self._clients().writer()
+            await client.exec(batch, raise_on_error=True)
+        except GlideError as error:
+            raise ValkeyUnavailableError(f"Valkey at {self.settings.address} is unavailable: {error}") from error
+
+    async def is_cancel_requested(self, conversation_id: str, correlation_id: str) -> bool:
+        """Whether a cancel was requested for a turn.
+
+        Raises:
+            InvalidIdError: If an id is invalid.
+            ValkeyUnavailableError: If Valkey cannot be reached.
+        """
+        key = cancel_key(stream_key(conversation_id))
+        validate_id(correlation_id, "correlation_id")
+        try:
+            client = await self._clients().writer()
+            return bool(await client.sismember(key, correlation_id))
+        except GlideError as error:
+            raise ValkeyUnavailableError(f"Valkey at {self.settings.address} is unavailable: {error}") from error
+
+    def watch_cancellation(self, conversation_id: str, correlation_id: str) -> TurnCancellation:
+        """The cancellation of a running turn, to enter around the agent's run (see ``TurnCancellation``).
+
+        Every write batch of the turn reports to it, at no extra round trip.
+
+        Raises:
+            InvalidIdError: If an id is invalid.
+        """
+        turn = (stream_key(conversation_id), validate_id(correlation_id, "correlation_id"))
+        watch = TurnCancellation(
+            lambda: self.is_cancel_requested(conversation_id, correlation_id),
+            on_exit=lambda: self._cancellations.pop(turn, None),
+        )
+        self._cancellations[turn] = watch
+        return watch
 
     # ----- readers -----
 
@@ -491,12 +550,20 @@ class ValkeyStreamBuffer:
                 del self._turns[turn]
 
     async def _end(
-        self, conversation_id: str, correlation_id: str, agent: str | None, *, final_text: str | None, error: str | None
+        self,
+        conversation_id: str,
+        correlation_id: str,
+        agent: str | None,
+        *,
+        final_text: str | None,
+        error: str | None,
+        cancelled: bool,
     ) -> None:
         writer = self._turn(conversation_id, correlation_id, agent)
-        writer.end(final_text=final_text, error=error)
+        writer.end(final_text=final_text, error=error, cancelled=cancelled)
         # The turn is over for the agent; its writer lives on until the end is in Valkey.
         del self._turns[(conversation_id, correlation_id)]
+        self._cancellations.pop((writer.key, correlation_id), None)
         flusher = writer.flusher
         if flusher is not None and not flusher.done():
             self._ending.add(writer)
@@ -505,7 +572,7 @@ class ValkeyStreamBuffer:
         # for it: the writer retries it in the background.
         await wait_briefly(flusher, self._write_retry_seconds)
 
-    async def _write_batch(self, key: str, entries: Sequence[Fields]) -> None:
+    async def _write_batch(self, key: str, correlation_id: str, entries: Sequence[Fields]) -> None:
         clients = self._clients()
         client = await clients.writer()
         batch: Batch | ClusterBatch = ClusterBatch(is_atomic=True) if self.settings.cluster else Batch(is_atomic=True)
@@ -514,7 +581,12 @@ class ValkeyStreamBuffer:
             batch.xadd(key, entry, options)
         # The TTL refresh rides in the same atomic batch: a stream never outlives its TTL unrefreshed.
         batch.expire(key, self.settings.stream_ttl_seconds)
-        await client.exec(batch, raise_on_error=True)
+        # So does the question "was this turn cancelled?" (the set is in the stream's slot).
+        batch.sismember(cancel_key(key), correlation_id)
+        replies = await client.exec(batch, raise_on_error=True)
+        watch = self._cancellations.get((key, correlation_id))
+        if watch is not None and replies:
+            watch.checked(bool(replies[-1]))
 
     async def _entries_after(
         self, clients: LoopClients, key: str, position: str

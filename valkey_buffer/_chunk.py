@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-ChunkKind = Literal["message", "replace", "done", "error"]
+ChunkKind = Literal["message", "replace", "done", "cancelled", "error"]
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,8 @@ class StreamChunk:
         correlation_id: The turn the entry belongs to, if the writer recorded one.
         agent: The agent that wrote the entry, if the writer recorded one.
         kind: ``message``, ``replace`` (the text replaces everything streamed so far in the turn),
-            ``done`` or ``error``.
+            ``done``, ``cancelled`` (the turn was stopped: a ``done`` entry with ``cancelled="true"``,
+            which readers that know no cancellation take for ``done``) or ``error``.
         error: The error message of an ``error`` chunk.
         timestamp_ms: When the entry was written, in milliseconds since the epoch.
     """
@@ -42,8 +43,8 @@ class StreamChunk:
 
     @property
     def is_terminal(self) -> bool:
-        """Whether the entry ends a turn (``done`` or ``error``)."""
-        return self.kind in ("done", "error")
+        """Whether the entry ends a turn (``done``, ``cancelled`` or ``error``)."""
+        return self.kind in ("done", "cancelled", "error")
 
     @classmethod
     def from_entry(cls, entry_id: str, fields: Mapping[str, str]) -> StreamChunk:
@@ -55,7 +56,7 @@ class StreamChunk:
         if "error" in fields:
             kind: ChunkKind = "error"
         elif fields.get("done") == "true":
-            kind = "done"
+            kind = "cancelled" if fields.get("cancelled") == "true" else "done"
         elif fields.get("replace") == "true":
             kind = "replace"
         else:

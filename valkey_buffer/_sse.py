@@ -47,8 +47,8 @@ def chunk_to_sse(chunk: StreamChunk) -> str:
     event_id = chunk.entry_id or None
     if chunk.kind == "error":
         return encode_sse_event(chunk.error or "error", event="error", id=event_id)
-    if chunk.kind == "done":
-        return encode_sse_event("", event="done", id=event_id)
+    if chunk.kind in ("done", "cancelled"):
+        return encode_sse_event("", event=chunk.kind, id=event_id)
     if chunk.kind == "replace":
         return encode_sse_event(chunk.text, event="replace", id=event_id)
     return encode_sse_event(chunk.text, event="message", id=event_id)

@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from ._chunk import StreamChunk
+from ._chunk import ChunkKind, StreamChunk
 from ._errors import ValkeyUnavailableError
 from ._ids import entry_order
 from ._live_feed import LiveFeed
@@ -41,12 +41,12 @@ class CommittedTurn:
     """A turn's committed outcome, from the source of truth (the durable agent's state).
 
     Attributes:
-        status: ``completed`` or ``failed``.
-        text: The committed answer of a completed turn.
+        status: ``completed``, ``cancelled`` or ``failed``.
+        text: The committed answer of a completed turn, or the partial answer of a cancelled one.
         error: The error message of a failed turn.
     """
 
-    status: Literal["completed", "failed"]
+    status: Literal["completed", "cancelled", "failed"]
     text: str = ""
     error: str | None = None
 
@@ -236,7 +236,8 @@ class StreamReader:
             return []
         if outcome.status == "failed":
             return [StreamChunk(entry_id="", kind="error", error=outcome.error or "error", correlation_id=self._turn)]
+        end: ChunkKind = "cancelled" if outcome.status == "cancelled" else "done"
         return [
             StreamChunk(entry_id="", kind="replace", text=outcome.text, correlation_id=self._turn, agent=self._agent),
-            StreamChunk(entry_id="", kind="done", correlation_id=self._turn, agent=self._agent),
+            StreamChunk(entry_id="", kind=end, correlation_id=self._turn, agent=self._agent),
         ]

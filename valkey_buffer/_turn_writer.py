@@ -19,8 +19,9 @@ from dataclasses import dataclass
 logger = logging.getLogger("valkey_buffer")
 
 Fields = list[tuple[str, str]]
-# Writes one batch of entries (in order) to the turn's stream and refreshes its TTL, atomically.
-BatchWriter = Callable[[str, Sequence[Fields]], Awaitable[None]]
+# Writes one batch of a turn's entries (stream key, correlation id, entries in order) and refreshes
+# the stream's TTL, atomically.
+BatchWriter = Callable[[str, str, Sequence[Fields]], Awaitable[None]]
 
 
 @dataclass
@@ -36,10 +37,11 @@ class WriteStats:
 
 @dataclass(frozen=True)
 class _TurnEnd:
-    """The end of a turn, queued behind its chunks: ``done`` (with the final text) or ``error``."""
+    """The end of a turn, queued behind its chunks: ``done`` (with the final text), or ``error``."""
 
     final_text: str | None
     error: str | None
+    cancelled: bool
 
 
 class TurnWriter:
@@ -122,18 +124,19 @@ class TurnWriter:
         self._pending.append(self._entry([("text", text)]))
         self._start_flushing()
 
-    def end(self, *, final_text: str | None = None, error: str | None = None) -> None:
+    def end(self, *, final_text: str | None = None, error: str | None = None, cancelled: bool = False) -> None:
         """Queue the turn's end behind its chunks: ``done``, or ``error`` when ``error`` is given.
 
         With ``final_text`` (the committed answer), the writer appends what the chunks lack of it,
         or a ``replace`` entry carrying all of it when the chunks are not its prefix or a write of
-        the turn failed. A second end is ignored.
+        the turn failed. ``cancelled`` marks the ``done`` of a stopped turn (``cancelled="true"``).
+        A second end is ignored.
         """
         if self._ended:
             return
         self._ended = True
         self.last_activity = time.monotonic()
-        self._pending.append(_TurnEnd(final_text=final_text, error=error))
+        self._pending.append(_TurnEnd(final_text=final_text, error=error, cancelled=cancelled))
         self._start_flushing()
 
     async def drain(self) -> None:
@@ -190,7 +193,10 @@ class TurnWriter:
                 entries.append(self._entry([("text", final), ("replace", "true")]))
             elif final is not None and final[len(streamed) :]:
                 entries.append(self._entry([("text", final[len(streamed) :])]))
-            entries.append(self._entry([("text", ""), ("done", "true")]))
+            done: Fields = [("text", ""), ("done", "true")]
+            if end.cancelled:
+                done.append(("cancelled", "true"))
+            entries.append(self._entry(done))
         if not await self._write_with_retry(entries, self._end_retry_seconds):
             self._stats.entries_dropped += len(entries)
             logger.error("Gave up on the end of %s after %.0f s of failed writes", self.key, self._end_retry_seconds)
@@ -201,7 +207,7 @@ class TurnWriter:
         delay = 0.05
         while True:
             try:
-                await self._write_batch(self.key, batch)
+                await self._write_batch(self.key, self.correlation_id, batch)
             except Exception as error:
                 # A failed (or timed-out) write may still have been applied: readers drop a repeated
                 # (correlation_id, sequence), and the turn's end carries the committed text.

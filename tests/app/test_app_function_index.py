@@ -18,7 +18,7 @@ import pytest
 from fastapi import Request as FastApiRequest
 
 from tests.app.app_harness import ROOT, indexed_functions, load_function_app
-from travel_agents import TurnFailureReporter
+from travel_agents import TurnCanceller, TurnFailureReporter
 
 EXPECTED_HTTP = {
     # function name: (route, methods, auth level, takes a durable client)
@@ -26,6 +26,12 @@ EXPECTED_HTTP = {
     "agent_stream": ("agents/{name}/stream", ["POST"], "FUNCTION", True),
     "agent_stream_resume": ("agent/stream/{session_id}", ["GET"], "FUNCTION", True),
     "agent_turn_status": ("agents/{name}/sessions/{session_id}/turns/{correlation_id}", ["GET"], "FUNCTION", True),
+    "agent_turn_cancel": (
+        "agents/{name}/sessions/{session_id}/turns/{correlation_id}/cancel",
+        ["POST"],
+        "FUNCTION",
+        True,
+    ),
     "health": ("health", ["GET"], "ANONYMOUS", False),
     "chat_page": ("chat", ["GET"], "ANONYMOUS", False),
 }
@@ -81,7 +87,7 @@ def test_no_function_takes_a_classic_http_request(indexed: tuple[ModuleType, dic
             assert FastApiRequest in annotations, "HTTP streaming needs the FastAPI request type"
 
 
-def test_the_buffer_is_every_agents_callback_and_failure_sink(
+def test_the_buffer_is_every_agents_callback_failure_sink_and_cancellation_source(
     indexed: tuple[ModuleType, dict[str, dict[str, Any]]],
 ) -> None:
     module, _ = indexed
@@ -93,6 +99,9 @@ def test_the_buffer_is_every_agents_callback_and_failure_sink(
         reporters = [m for m in agent.agent_middleware if isinstance(m, TurnFailureReporter)]
         assert len(reporters) == 1
         assert reporters[0]._sink is module.buffer
+        cancellers = [m for m in agent.agent_middleware if isinstance(m, TurnCanceller)]
+        assert len(cancellers) == 1
+        assert cancellers[0]._source is module.buffer
 
 
 def test_importing_function_app_connects_to_nothing() -> None:
@@ -123,4 +132,4 @@ def test_importing_function_app_connects_to_nothing() -> None:
         assert result.returncode == 0, result.stderr
         with pytest.raises(TimeoutError):
             listener.accept()
-    assert result.stdout.split() == ["OpenAIChatCompletionClient", "7"]
+    assert result.stdout.split() == ["OpenAIChatCompletionClient", str(len(EXPECTED_HTTP) + 1)]

@@ -1,0 +1,65 @@
+"""Which stream and turn an agent run writes to: carried in the run request's options, for the middleware.
+
+``agent.run`` is given neither the session nor the correlation id, yet the failure reporter and the
+cancellation middleware both need them. The HTTP routes therefore put them into the ``RunRequest``
+options under a private key (:func:`turn_options`), which the durable entity forwards to
+``agent.run(options=...)`` (for its streaming run and for its non-streaming retry alike). The first
+middleware that looks takes the key out, so the chat client never sees it, and leaves the ids in the
+run's middleware metadata for the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agent_framework import AgentContext
+
+TURN_OPTION_KEY = "_valkey_stream_turn"
+"""Private ``RunRequest.options`` key that carries the ids of the stream a turn writes to."""
+
+
+@dataclass(frozen=True)
+class StreamTurn:
+    """The stream (session) and turn (correlation) a run writes to."""
+
+    session_id: str
+    correlation_id: str
+
+
+def turn_options(session_id: str, correlation_id: str) -> dict[str, Any]:
+    """Return ``RunRequest`` options that tell the middleware where a turn streams.
+
+    Args:
+        session_id: The durable entity key, which is also the stream's conversation id.
+        correlation_id: The turn's correlation id.
+
+    Returns:
+        A dict to pass as ``RunRequest(options=...)``.
+    """
+    return {TURN_OPTION_KEY: {"session_id": session_id, "correlation_id": correlation_id}}
+
+
+def stream_turn_of(context: AgentContext) -> StreamTurn | None:
+    """The turn a run writes to, taken out of its options (once) and kept in its middleware metadata."""
+    if TURN_OPTION_KEY in context.metadata:
+        turn: StreamTurn | None = context.metadata[TURN_OPTION_KEY]
+        return turn
+    options = context.options
+    if not isinstance(options, Mapping) or TURN_OPTION_KEY not in options:
+        return None
+    # A copy without the key: the chat client must not see it, and the entity passes the very same
+    # options dict to its non-streaming retry, which needs the key again.
+    context.options = {key: value for key, value in options.items() if key != TURN_OPTION_KEY}
+    context.metadata[TURN_OPTION_KEY] = turn = _parse(options[TURN_OPTION_KEY])
+    return turn
+
+
+def _parse(raw: object) -> StreamTurn | None:
+    if not isinstance(raw, Mapping):
+        return None
+    session_id, correlation_id = raw.get("session_id"), raw.get("correlation_id")
+    if not isinstance(session_id, str) or not isinstance(correlation_id, str) or not session_id or not correlation_id:
+        return None
+    return StreamTurn(session_id=session_id, correlation_id=correlation_id)

@@ -1,0 +1,142 @@
+"""Stops a turn whose cancel was requested: the model's stream is closed, the partial answer committed.
+
+A turn may run on any instance; the cancel request reaches it through Valkey (see
+``valkey_buffer._cancellation``). This middleware wraps the agent's streaming run: it passes the
+model's updates on until the turn is cancelled, then closes the model's stream (with Azure OpenAI
+that ends token generation and billing) and ends the run with what was produced so far, marked as
+cancelled. The durable entity commits that partial answer like any other, so the session's history
+stays whole and the next turn sees it. A turn cancelled while it waited behind another turn of its
+session never calls the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+from agent_framework import AgentContext, AgentMiddleware, AgentResponse, AgentResponseUpdate, Message, ResponseStream
+
+from valkey_buffer import TurnCancellation, cancelled_marker
+
+from ._stream_turn import StreamTurn, stream_turn_of
+
+logger = logging.getLogger(__name__)
+
+
+class SupportsCancellation(Protocol):
+    """What the middleware needs from the stream buffer (``ValkeyStreamBuffer`` has it)."""
+
+    def is_cancel_requested(self, conversation_id: str, correlation_id: str) -> Awaitable[bool]:
+        """Whether a cancel was requested for the turn."""
+        ...
+
+    def watch_cancellation(self, conversation_id: str, correlation_id: str) -> TurnCancellation:
+        """The running turn's cancellation (an async context manager with an ``event``)."""
+        ...
+
+
+class TurnCanceller(AgentMiddleware):
+    """Agent middleware that stops a turn when its cancel is requested.
+
+    Args:
+        source: Where cancel requests are found, usually the app's ``ValkeyStreamBuffer``.
+    """
+
+    def __init__(self, source: SupportsCancellation) -> None:
+        self._source = source
+
+    async def process(self, context: AgentContext, call_next: Callable[[], Awaitable[None]]) -> None:
+        """Skip the model for a turn cancelled before it started; stop its stream when cancelled later."""
+        turn = stream_turn_of(context)
+        if turn is None:
+            await call_next()
+            return
+        if await self._cancelled_already(turn):
+            logger.info("Turn %s was cancelled before it started: the model is not called", turn.correlation_id)
+            context.result = _cancelled_stream([]) if context.stream else _cancelled_response([])
+            return
+        await call_next()
+        if context.stream and isinstance(context.result, ResponseStream):
+            context.result = _until_cancelled(
+                context.result, self._source.watch_cancellation(turn.session_id, turn.correlation_id)
+            )
+
+    async def _cancelled_already(self, turn: StreamTurn) -> bool:
+        try:
+            return await self._source.is_cancel_requested(turn.session_id, turn.correlation_id)
+        except Exception:
+            # Valkey is unreachable: the turn runs; a later cancel still reaches it through the stream.
+            logger.warning("Could not check whether turn %s was cancelled", turn.correlation_id, exc_info=True)
+            return False
+
+
+def _until_cancelled(
+    model_stream: ResponseStream[AgentResponseUpdate, AgentResponse], cancellation: TurnCancellation
+) -> ResponseStream[AgentResponseUpdate, AgentResponse]:
+    """The model's stream, ended early with a cancelled answer when ``cancellation`` fires."""
+    stopped = False
+
+    async def updates() -> AsyncIterator[AgentResponseUpdate]:
+        nonlocal stopped
+        async with cancellation:
+            try:
+                async for update in _race(model_stream, cancellation.event):
+                    yield update
+                    if cancellation.is_cancelled:
+                        break
+            finally:
+                stopped = cancellation.is_cancelled
+                # Closing the model's stream closes its HTTP response: the model stops generating.
+                with contextlib.suppress(Exception):
+                    await model_stream.close()
+
+    async def final_response(streamed: Sequence[AgentResponseUpdate]) -> AgentResponse:
+        if stopped:
+            return _cancelled_response(list(AgentResponse.from_updates(streamed).messages))
+        return await model_stream.get_final_response()
+
+    return ResponseStream(updates(), finalizer=final_response)
+
+
+async def _race(
+    model_stream: ResponseStream[AgentResponseUpdate, AgentResponse], cancelled: asyncio.Event
+) -> AsyncIterator[AgentResponseUpdate]:
+    """The model's updates until it ends or ``cancelled`` is set, whichever comes first."""
+    iterator = model_stream.__aiter__()
+    stop = asyncio.ensure_future(cancelled.wait())
+    try:
+        while True:
+            next_update = asyncio.ensure_future(iterator.__anext__())
+            await asyncio.wait((next_update, stop), return_when=asyncio.FIRST_COMPLETED)
+            if not next_update.done():
+                next_update.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await next_update
+                return
+            try:
+                update = next_update.result()
+            except StopAsyncIteration:
+                return
+            yield update
+    finally:
+        stop.cancel()
+
+
+def _cancelled_response(messages: list[Message]) -> AgentResponse:
+    """The answer of a cancelled turn: what was produced so far, and the cancellation marker."""
+    return AgentResponse(
+        messages=[*messages, Message(role="assistant", contents=[cancelled_marker()])],
+        created_at=datetime.now(UTC).isoformat(),
+    )
+
+
+def _cancelled_stream(messages: list[Message]) -> ResponseStream[AgentResponseUpdate, AgentResponse]:
+    async def nothing() -> AsyncIterator[AgentResponseUpdate]:
+        return
+        yield  # an async generator that yields nothing
+
+    return ResponseStream(nothing(), finalizer=lambda _: _cancelled_response(messages))

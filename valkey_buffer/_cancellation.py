@@ -1,0 +1,116 @@
+"""Cancelling a turn: the request travels through Valkey to whichever instance runs the turn.
+
+A cancel request adds the turn's correlation id to a set kept next to the session's stream,
+``{agent-stream:<session>}:cancelled``: the hash tag is the stream key's whole name, so in a cluster
+the set lives in the stream's slot. That lets every write batch of a turn ask "am I cancelled?" in
+the same atomic round trip as its appends, at no extra cost; while a turn writes nothing (the model
+is thinking, a tool runs), :class:`TurnCancellation` asks on its own a few times a second.
+
+A cancelled turn's final response carries a marker (a reasoning content, which the durable entity
+persists but never replays to the model): it is how the stream's end and the committed status both
+know the turn was stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+from agent_framework import Content
+
+logger = logging.getLogger("valkey_buffer")
+
+CANCELLED_MARKER_TEXT = "[stopped: the turn was cancelled]"
+"""The text of the reasoning content that marks a cancelled turn's response."""
+
+
+def cancel_key(stream_key: str) -> str:
+    """The set of a session's cancelled turns; in the stream's hash slot (its hash tag is the stream key)."""
+    return "{" + stream_key + "}:cancelled"
+
+
+def cancelled_marker() -> Content:
+    """The content that marks a response as the answer of a cancelled turn (see the module)."""
+    return Content.from_text_reasoning(text=CANCELLED_MARKER_TEXT)
+
+
+def is_cancelled_marker(content: Any) -> bool:
+    """Whether ``content`` (an Agent Framework or durable state content) is the cancellation marker."""
+    return str(getattr(content, "type", "")) in ("text_reasoning", "reasoning") and (
+        getattr(content, "text", None) == CANCELLED_MARKER_TEXT
+    )
+
+
+def marks_cancelled(messages: Iterable[Any]) -> bool:
+    """Whether any of ``messages`` (with ``contents``) carries the cancellation marker."""
+    return any(is_cancelled_marker(content) for message in messages for content in message.contents)
+
+
+class TurnCancellation:
+    """Tells a running turn, through ``event``, that it was cancelled.
+
+    Use it as an async context manager around the turn: while it is entered, a background task asks
+    Valkey every ``poll_seconds``, unless a write batch of the turn asked within that time (its
+    answer arrives through :meth:`checked`).
+
+    Args:
+        ask: Asks Valkey whether the turn is cancelled.
+        poll_seconds: The longest a cancel request goes unnoticed while the turn writes nothing.
+        on_exit: Called when the context is left (the buffer forgets the turn).
+    """
+
+    def __init__(
+        self,
+        ask: Callable[[], Awaitable[bool]],
+        *,
+        poll_seconds: float = 0.25,
+        on_exit: Callable[[], object] | None = None,
+    ) -> None:
+        self.event = asyncio.Event()
+        self._ask = ask
+        self._poll_seconds = poll_seconds
+        self._on_exit = on_exit
+        self._last_checked = 0.0
+        self._poller: asyncio.Task[None] | None = None
+
+    @property
+    def is_cancelled(self) -> bool:
+        """Whether the turn is known to be cancelled."""
+        return self.event.is_set()
+
+    def checked(self, cancelled: bool) -> None:
+        """Record an answer to "is the turn cancelled?" that a write batch got."""
+        self._last_checked = time.monotonic()
+        if cancelled:
+            self.event.set()
+
+    async def __aenter__(self) -> TurnCancellation:
+        self._poller = asyncio.get_running_loop().create_task(self._poll(), name="turn-cancellation-poll")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._on_exit is not None:
+            self._on_exit()
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+
+    async def _poll(self) -> None:
+        while not self.event.is_set():
+            await asyncio.sleep(max(0.0, self._last_checked + self._poll_seconds - time.monotonic()))
+            if time.monotonic() - self._last_checked < self._poll_seconds:
+                continue  # a write batch asked meanwhile
+            try:
+                self.checked(await self._ask())
+            except Exception as error:
+                # Valkey is unreachable: the turn goes on, and the next poll asks again.
+                logger.debug("Could not ask whether a turn is cancelled: %s", error)
+                self._last_checked = time.monotonic()
