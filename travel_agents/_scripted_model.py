@@ -69,7 +69,11 @@ class ScriptedChatClient(FunctionInvocationLayer, ChatMiddlewareLayer, BaseChatC
         super().__init__()
         self.chunk_delay_seconds = chunk_delay_seconds
         self.chunk_chars = chunk_chars
-        self.calls = 0  # model calls so far: a turn that must not reach the model can be checked
+        # What the model saw and did, for checks: calls so far, the messages of the last call, and
+        # the chunks streamed so far (a stream closed early stops adding to them).
+        self.calls = 0
+        self.last_messages: list[Message] = []
+        self.chunks_streamed = 0
 
     def _inner_get_response(
         self,
@@ -80,6 +84,7 @@ class ScriptedChatClient(FunctionInvocationLayer, ChatMiddlewareLayer, BaseChatC
         **kwargs: Any,
     ) -> Awaitable[ChatResponse] | ResponseStream[ChatResponseUpdate, ChatResponse]:
         self.calls += 1
+        self.last_messages = list(messages)
         user_text = _last_user_text(messages)
         tool_call = _weather_tool_call(user_text, options) if not _has_tool_result(messages) else None
         if tool_call is not None:
@@ -122,6 +127,7 @@ class ScriptedChatClient(FunctionInvocationLayer, ChatMiddlewareLayer, BaseChatC
                 raise ScriptedModelError("The scripted model failed mid-stream as asked.")
             if self.chunk_delay_seconds:
                 await asyncio.sleep(self.chunk_delay_seconds)
+            self.chunks_streamed += 1
             yield ChatResponseUpdate(role="assistant", contents=[Content.from_text(chunk)], created_at=_now())
 
 

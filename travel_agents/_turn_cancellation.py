@@ -84,59 +84,74 @@ def _until_cancelled(
         nonlocal stopped
         async with cancellation:
             try:
-                async for update in _race(model_stream, cancellation.event):
+                async for update in _until_set(model_stream, cancellation.event):
                     yield update
-                    if cancellation.is_cancelled:
-                        break
             finally:
                 stopped = cancellation.is_cancelled
                 # Closing the model's stream closes its HTTP response: the model stops generating.
                 with contextlib.suppress(Exception):
                     await model_stream.close()
+        if stopped:
+            # The marker travels as the last update: every layer that builds the final response
+            # from the updates keeps it.
+            yield AgentResponseUpdate(role="assistant", contents=[cancelled_marker()], created_at=_now())
 
     async def final_response(streamed: Sequence[AgentResponseUpdate]) -> AgentResponse:
         if stopped:
-            return _cancelled_response(list(AgentResponse.from_updates(streamed).messages))
+            return AgentResponse.from_updates(streamed)
         return await model_stream.get_final_response()
 
     return ResponseStream(updates(), finalizer=final_response)
 
 
-async def _race(
-    model_stream: ResponseStream[AgentResponseUpdate, AgentResponse], cancelled: asyncio.Event
+async def _until_set(
+    model_stream: ResponseStream[AgentResponseUpdate, AgentResponse], stop: asyncio.Event
 ) -> AsyncIterator[AgentResponseUpdate]:
-    """The model's updates until it ends or ``cancelled`` is set, whichever comes first."""
+    """The model's updates until it ends or ``stop`` is set, whichever comes first.
+
+    The wait for the next update is cut short in this very task (a timeout rescheduled to now), not
+    by reading the model in another task: Agent Framework keeps per-task context around the model
+    call, which must be entered and left in the same task.
+    """
+    loop = asyncio.get_running_loop()
+    waiting: list[asyncio.Timeout] = []  # the scope of the wait in progress, if any
+
+    def cut_short(_: object) -> None:
+        if waiting:
+            waiting[0].reschedule(loop.time())
+
+    watcher = loop.create_task(stop.wait())
+    watcher.add_done_callback(cut_short)
     iterator = model_stream.__aiter__()
-    stop = asyncio.ensure_future(cancelled.wait())
     try:
-        while True:
-            next_update = asyncio.ensure_future(iterator.__anext__())
-            await asyncio.wait((next_update, stop), return_when=asyncio.FIRST_COMPLETED)
-            if not next_update.done():
-                next_update.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await next_update
-                return
+        while not stop.is_set():
             try:
-                update = next_update.result()
-            except StopAsyncIteration:
+                async with asyncio.timeout(None) as scope:
+                    waiting.append(scope)
+                    try:
+                        update = await iterator.__anext__()
+                    finally:
+                        waiting.clear()
+            except (TimeoutError, StopAsyncIteration):
                 return
             yield update
     finally:
-        stop.cancel()
+        watcher.cancel()
 
 
 def _cancelled_response(messages: list[Message]) -> AgentResponse:
     """The answer of a cancelled turn: what was produced so far, and the cancellation marker."""
     return AgentResponse(
-        messages=[*messages, Message(role="assistant", contents=[cancelled_marker()])],
-        created_at=datetime.now(UTC).isoformat(),
+        messages=[*messages, Message(role="assistant", contents=[cancelled_marker()])], created_at=_now()
     )
 
 
 def _cancelled_stream(messages: list[Message]) -> ResponseStream[AgentResponseUpdate, AgentResponse]:
-    async def nothing() -> AsyncIterator[AgentResponseUpdate]:
-        return
-        yield  # an async generator that yields nothing
+    async def marker_only() -> AsyncIterator[AgentResponseUpdate]:
+        yield AgentResponseUpdate(role="assistant", contents=[cancelled_marker()], created_at=_now())
 
-    return ResponseStream(nothing(), finalizer=lambda _: _cancelled_response(messages))
+    return ResponseStream(marker_only(), finalizer=lambda _: _cancelled_response(messages))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()

@@ -6,9 +6,10 @@ the set lives in the stream's slot. That lets every write batch of a turn ask "a
 the same atomic round trip as its appends, at no extra cost; while a turn writes nothing (the model
 is thinking, a tool runs), :class:`TurnCancellation` asks on its own a few times a second.
 
-A cancelled turn's final response carries a marker (a reasoning content, which the durable entity
-persists but never replays to the model): it is how the stream's end and the committed status both
-know the turn was stopped.
+A cancelled turn's final response carries a marker, a reasoning content with a fixed text: it is
+how the stream's end and the committed status both know the turn was stopped. The durable entity
+persists it with the answer (as content of a type it does not know) and replays it to the model
+with the partial answer on the next turn, where it tells the model its last answer was cut short.
 """
 
 from __future__ import annotations
@@ -40,9 +41,20 @@ def cancelled_marker() -> Content:
 
 
 def is_cancelled_marker(content: Any) -> bool:
-    """Whether ``content`` (an Agent Framework or durable state content) is the cancellation marker."""
-    return str(getattr(content, "type", "")) in ("text_reasoning", "reasoning") and (
-        getattr(content, "text", None) == CANCELLED_MARKER_TEXT
+    """Whether ``content`` (an Agent Framework or a durable state content) is the cancellation marker.
+
+    The durable state keeps an Agent Framework reasoning content as a content of unknown type that
+    holds the content's dict, or (older releases) as its own reasoning type: both are recognised.
+    """
+    kind = str(getattr(content, "type", ""))
+    if kind in ("text_reasoning", "reasoning"):
+        return getattr(content, "text", None) == CANCELLED_MARKER_TEXT
+    held = getattr(content, "content", None)
+    return (
+        kind == "unknown"
+        and isinstance(held, dict)
+        and held.get("type") == "text_reasoning"
+        and held.get("text") == CANCELLED_MARKER_TEXT
     )
 
 
