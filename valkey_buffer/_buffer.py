@@ -91,6 +91,8 @@ class ValkeyStreamBuffer:
             counted, and how long the callback waits for a turn's end to be written (the end itself
             is never dropped: it is retried in the background for as long as the stream lives).
         token_refresh_margin_seconds: With Entra ID, renew tokens this long before they expire.
+        cancellable: Whether each write batch also asks whether its turn was cancelled (see
+            ``request_cancel``); off for an app that never cancels turns.
 
     Raises:
         ValueError: If a number is out of range.
@@ -105,6 +107,7 @@ class ValkeyStreamBuffer:
         max_batch: int = 256,
         write_retry_seconds: float = 5.0,
         token_refresh_margin_seconds: float = 300.0,
+        cancellable: bool = True,
     ) -> None:
         if max_pending_chunks < 1:
             raise ValueError("max_pending_chunks must be at least 1")
@@ -124,6 +127,7 @@ class ValkeyStreamBuffer:
         self._turns: dict[tuple[str, str], TurnWriter] = {}  # (conversation id, correlation id)
         self._ending: set[TurnWriter] = set()  # turns whose end is still being written
         self._cancellations: dict[tuple[str, str], TurnCancellation] = {}  # (stream key, correlation id)
+        self._cancellable = cancellable
         self._last_sweep = time.monotonic()
         self._loops: dict[asyncio.AbstractEventLoop, LoopClients] = {}
         self._loops_lock = threading.Lock()
@@ -582,10 +586,11 @@ class ValkeyStreamBuffer:
         # The TTL refresh rides in the same atomic batch: a stream never outlives its TTL unrefreshed.
         batch.expire(key, self.settings.stream_ttl_seconds)
         # So does the question "was this turn cancelled?" (the set is in the stream's slot).
-        batch.sismember(cancel_key(key), correlation_id)
+        if self._cancellable:
+            batch.sismember(cancel_key(key), correlation_id)
         replies = await client.exec(batch, raise_on_error=True)
         watch = self._cancellations.get((key, correlation_id))
-        if watch is not None and replies:
+        if self._cancellable and watch is not None and replies:
             watch.checked(bool(replies[-1]))
 
     async def _entries_after(

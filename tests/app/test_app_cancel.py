@@ -168,8 +168,9 @@ async def test_a_queued_turn_that_is_cancelled_never_calls_the_model(
     calls_before = model.calls
     first = (await http.post(f"/api/agents/{AGENT}/run", json={"message": "Lisbon"})).json()
     session_id = first["session_id"]
-    while model.calls == calls_before:  # the first turn is with the model now
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(10):
+        while model.calls == calls_before:  # noqa: ASYNC110 (the model is polled: it has no event to wait on)
+            await asyncio.sleep(0.01)
     # The entity runs one operation at a time: this turn waits behind the first one.
     queued = (await http.post(f"/api/agents/{AGENT}/run", json={"message": "Porto", "session_id": session_id})).json()
     cancel = await http.post(f"{_turn_url(session_id, queued['correlation_id'])}/cancel")

@@ -1,4 +1,5 @@
-"""The chat page in Debian's Chromium (headless, through Playwright): a turn survives a network cut mid-answer."""
+"""The chat page in Debian's Chromium (headless, through Playwright): a turn survives a network cut
+mid-answer, and Stop ends a turn with its partial answer."""
 
 from __future__ import annotations
 
@@ -120,4 +121,46 @@ def test_page_resumes_after_a_network_cut_and_shows_the_committed_answer_once(
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
     print(f"\nchat page screenshot: {SCREENSHOT}")
+    context.close()
+
+
+def test_stop_ends_the_turn_with_its_partial_answer_and_the_conversation_goes_on(
+    browser: Browser, page_host: DevHostProcess
+) -> None:
+    context = browser.new_context(viewport={"width": 1000, "height": 700})
+    page = context.new_page()
+    page.goto(f"{page_host.url}/api/chat?code=local-test-key")
+    page.wait_for_function("window.chatState.agent !== null")
+
+    page.fill("#message", "Five days in Kyoto")
+    page.click("#send")
+    page.wait_for_function("window.chatState.turns.length === 1 && window.chatState.turns[0].events >= 4")
+    assert page.locator("#stop").is_visible()
+    page.click("#stop")
+    page.wait_for_function("window.chatState.turns[0].status !== null", timeout=30_000)
+
+    session_id, correlation_id = _turn(page, 0, "[turn.sessionId, turn.correlationId]")
+    agent = page.evaluate("window.chatState.agent")
+    with httpx.Client(timeout=30) as client:
+        status = client.get(f"{page_host.api}/agents/{agent}/sessions/{session_id}/turns/{correlation_id}").json()
+    assert status["status"] == "cancelled"
+    assert _turn(page, 0, "turn.outcome") == "cancelled"
+    assert _turn(page, 0, "turn.status") == "cancelled"
+    # The card shows exactly the committed partial answer, and says it was stopped.
+    assert _turn(page, 0, "turn.text") == status["response"]
+    assert status["response"] and "Have a great trip!" not in status["response"], "stopped in its middle"
+    assert "stopped" in page.locator(".turn .meta").first.inner_text()
+    assert page.locator("#stop").is_hidden()
+
+    # The next message in the same conversation is answered in full.
+    page.fill("#message", "and Osaka?")
+    page.click("#send")
+    page.wait_for_function("window.chatState.turns.length === 2 && window.chatState.turns[1].status !== null")
+    assert _turn(page, 1, "turn.status") == "completed"
+    assert _turn(page, 1, "turn.sessionId") == session_id
+
+    shot = SCREENSHOT.with_name("chat_page_after_stop.png")
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"\nchat page screenshot: {shot}")
     context.close()
