@@ -11,7 +11,7 @@ from urllib.parse import quote
 import httpx
 from httpx_sse import ServerSentEvent, connect_sse
 
-TERMINAL_EVENTS = ("done", "error")
+TERMINAL_EVENTS = ("done", "cancelled", "error")
 
 
 @dataclass

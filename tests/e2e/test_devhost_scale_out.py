@@ -13,9 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from httpx_sse import connect_sse
 
 from tests.e2e.devhost_process import PROJECT_ROOT, DevHostProcess, free_port, run_devhost, scrubbed_environment
-from tests.e2e.sse_turns import agent_names, committed_turn, follow_turn, start_turn
+from tests.e2e.sse_turns import FollowedTurn, agent_names, committed_turn, follow_turn, start_turn
 
 README_SECTION = "### Several local hosts on one backend"
 
@@ -63,7 +64,7 @@ def hosts(devhost_workdir: Path) -> Iterator[tuple[DevHostProcess, DevHostProces
     try:
         host_b = DevHostProcess.start(
             devhost_workdir,
-            env={"VALKEY_HOST": valkey_host, "VALKEY_PORT": valkey_port, "SCRIPTED_CHUNK_DELAY_MS": "25"},
+            env={"VALKEY_HOST": valkey_host, "VALKEY_PORT": valkey_port, "SCRIPTED_CHUNK_DELAY_MS": "60"},
             args=["--backend", host_a.info["backend"]],
             name="scale-b",
         )
@@ -98,6 +99,35 @@ def test_reader_on_host_a_follows_a_turn_that_host_b_runs(
     assert turn.text == committed_turn(http, host_a.api, agent, session_id, second)["response"]
     assert committed_turn(http, host_a.api, agent, session_id, second)["message_count"] == 4
     assert "Worker    off (--no-worker)" in host_a.log()
+
+
+def test_a_cancel_sent_to_host_a_stops_the_turn_host_b_runs(
+    hosts: tuple[DevHostProcess, DevHostProcess], http: httpx.Client
+) -> None:
+    host_a, host_b = hosts
+    agent = agent_names(http, host_a.api)[0]
+    session_id, correlation_id = start_turn(http, host_a.api, agent, "a long one: Prague")
+    # Read a few chunks (B's worker streams them), then ask A to stop the turn.
+    turn = FollowedTurn()
+    params = {"correlation_id": correlation_id}
+    with connect_sse(http, "GET", f"{host_a.api}/agent/stream/{session_id}", params=params) as source:
+        for sse in source.iter_sse():
+            if sse.event == "message" and sse.data:
+                turn.apply(sse)
+            if len(turn.event_ids) == 3:
+                break
+    cancel = http.post(f"{host_a.api}/agents/{agent}/sessions/{session_id}/turns/{correlation_id}/cancel")
+    assert cancel.status_code == 202, cancel.text
+    asked = time.monotonic()
+    rest = follow_turn(http, host_b.api, session_id, correlation_id, resume_from=turn.last_event_id)
+    stopped_after = time.monotonic() - asked
+
+    assert rest.terminal is not None and rest.terminal.event == "cancelled", (turn.events, rest.events)
+    assert stopped_after < 1.0, f"cancelled event {stopped_after:.2f} s after the request"
+    status = http.get(f"{host_b.api}/agents/{agent}/sessions/{session_id}/turns/{correlation_id}").json()
+    assert status["status"] == "cancelled"
+    assert turn.text + rest.text == status["response"]
+    assert not status["response"].endswith("Have a great trip!"), "stopped in its middle"
 
 
 def _answered_by(host: DevHostProcess, correlation_id: str) -> bool:
