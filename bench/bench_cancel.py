@@ -1,0 +1,120 @@
+"""Cancelling turns, measured: how soon a reader sees ``cancelled``, and what the cancel check costs the write path.
+
+Run: .venv/bin/python -m bench.bench_cancel [--cancels 100] [--concurrency 10]
+
+- Cancel latency: a local host (``python -m devhost``, the scripted model at its default pace of 40 ms
+  a chunk) streams turns; after the third chunk of each, the client asks to cancel it and times the
+  request to the ``cancelled`` event on the same SSE stream. p50/p99 over all cancels.
+- Write path: one turn of 20,000 chunks through ``write_chunk`` with the cancel check in every write
+  batch (``cancellable=True``, the default) and without it, alternating, median of 5 each.
+
+Figures are printed, nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from httpx_sse import aconnect_sse
+
+from bench.bench_buffer import callback_write_path
+from tests.e2e.devhost_process import DevHostProcess
+from tests.valkey_servers import ValkeyProcess
+from valkey_buffer import ValkeySettings, ValkeyStreamBuffer
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def cancel_one(client: httpx.AsyncClient, api: str, agent: str) -> float | str:
+    """Stream a turn, cancel it after its third chunk; seconds from the request to ``cancelled``, or what went wrong."""
+    chunks = 0
+    asked = 0.0
+    async with aconnect_sse(client, "POST", f"{api}/agents/{agent}/stream", json={"message": "Cancel me"}) as source:
+        session_id = source.response.headers["x-session-id"]
+        correlation_id = source.response.headers["x-correlation-id"]
+        async for event in source.aiter_sse():
+            if event.event == "message" and event.data:
+                chunks += 1
+                if chunks == 3:
+                    asked = time.perf_counter()
+                    url = f"{api}/agents/{agent}/sessions/{session_id}/turns/{correlation_id}/cancel"
+                    response = await client.post(url)
+                    if response.status_code != 202:
+                        return f"cancel answered {response.status_code}"
+            elif event.event == "cancelled":
+                return time.perf_counter() - asked
+            elif event.event in ("done", "error"):
+                return f"the turn ended with {event.event}"
+    return "the stream ended without an end event"
+
+
+async def cancel_latencies(cancels: int, concurrency: int) -> tuple[list[float], list[str]]:
+    with tempfile.TemporaryDirectory(prefix="bench-cancel-") as folder:
+        host = DevHostProcess.start(Path(folder), env={"SCRIPTED_CHUNK_DELAY_MS": "40"}, name="bench-cancel")
+        try:
+            async with httpx.AsyncClient(timeout=60) as client:
+                agent = (await client.get(f"{host.api}/health")).json()["agents"][0]["name"]
+                await cancel_one(client, host.api, agent)  # warm-up
+                latencies: list[float] = []
+                problems: list[str] = []
+                for start in range(0, cancels, concurrency):
+                    batch = min(concurrency, cancels - start)
+                    for result in await asyncio.gather(*(cancel_one(client, host.api, agent) for _ in range(batch))):
+                        (latencies if isinstance(result, float) else problems).append(result)  # type: ignore[arg-type]
+                return latencies, problems
+        finally:
+            host.stop()
+
+
+async def write_path_with_and_without_the_check(chunks: int = 20_000) -> tuple[float, float]:
+    server = ValkeyProcess().start()
+    try:
+        settings = ValkeySettings(host=server.host, port=server.port, stream_maxlen=None)
+        buffers = {True: ValkeyStreamBuffer(settings), False: ValkeyStreamBuffer(settings, cancellable=False)}
+        speeds: dict[bool, list[float]] = {True: [], False: []}
+        try:
+            for buffer in buffers.values():
+                await callback_write_path(buffer, 1000)
+            for _ in range(5):
+                for checked, buffer in buffers.items():
+                    speeds[checked].append(await callback_write_path(buffer, chunks))
+        finally:
+            for buffer in buffers.values():
+                await buffer.aclose()
+        return statistics.median(speeds[True]), statistics.median(speeds[False])
+    finally:
+        server.stop()
+
+
+async def main(cancels: int, concurrency: int) -> None:
+    latencies, problems = await cancel_latencies(cancels, concurrency)
+    if latencies:
+        print(
+            f"cancel request -> `cancelled` event at the reader (n={len(latencies)}, {concurrency} at a time, "
+            f"40 ms chunks): p50 {_pct(latencies, 0.5) * 1000:.0f} ms p99 {_pct(latencies, 0.99) * 1000:.0f} ms "
+            f"max {max(latencies) * 1000:.0f} ms"
+        )
+    if problems:
+        print(f"{len(problems)} cancels did not end with `cancelled`: {sorted(set(problems))}")
+    checked, unchecked = await write_path_with_and_without_the_check()
+    print(
+        f"write path, one turn of 20,000 chunks (median of 5): with the cancel check {checked:,.0f} chunks/s | "
+        f"without {unchecked:,.0f} chunks/s | ratio {checked / unchecked:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cancels", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=10)
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.cancels, arguments.concurrency))
