@@ -186,6 +186,12 @@ async def test_a_queued_turn_that_is_cancelled_never_calls_the_model(
     ) as source:
         kinds = [e.event async for e in source.aiter_sse() if e.data or e.event != "message"]
     assert kinds == ["cancelled"]
+    plain = await http.get(
+        f"/api/agent/stream/{session_id}",
+        params={"correlation_id": queued["correlation_id"]},
+        headers={"Accept": "text/plain"},
+    )
+    assert plain.text == "\n[stopped: the turn was cancelled]\n"
 
 
 async def test_cancel_while_valkey_is_unreachable_is_a_503_and_requests_nothing() -> None:
