@@ -20,6 +20,7 @@ from ._ids import parse_cursor, stream_key, validate_id
 from ._settings import ValkeySettings
 from ._sse import chunk_to_sse, encode_sse_comment, encode_sse_event
 from ._stream_reader import CommittedTurn, CommittedTurnLookup
+from ._stream_tokens import StreamGrant, StreamTokenError, StreamTokens
 from ._turn_writer import WriteStats
 
 __all__ = [
@@ -32,7 +33,10 @@ __all__ = [
     "InvalidIdError",
     "ReaderStats",
     "StreamChunk",
+    "StreamGrant",
     "StreamInputError",
+    "StreamTokenError",
+    "StreamTokens",
     "TurnCancellation",
     "ValkeySettings",
     "ValkeyStreamBuffer",
