@@ -82,6 +82,22 @@ async def agent_stream_resume(req: Request, client: df.DurableOrchestrationClien
     return await api.resume_stream(req, client)
 
 
+@app.function_name("agent_stream_with_token")
+@app.route(route="streams/{session_id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@app.durable_client_input(client_name="client")
+async def agent_stream_with_token(req: Request, client: df.DurableOrchestrationClient) -> Response:
+    """The resume route for browsers: anonymous, but only with a stream token (a run's `stream_url`)."""
+    return await api.stream_with_token(req, client)
+
+
+@app.function_name("agent_session")
+@app.route(route="agents/{name}/sessions/{session_id}", methods=["GET"])
+@app.durable_client_input(client_name="client")
+async def agent_session(req: Request, client: df.DurableOrchestrationClient) -> Response:
+    """A session's turns (message, answer, status) and the running turn with a `stream_url`."""
+    return await api.session_history(req, client)
+
+
 @app.function_name("agent_turn_status")
 @app.route(route="agents/{name}/sessions/{session_id}/turns/{correlation_id}", methods=["GET"])
 @app.durable_client_input(client_name="client")

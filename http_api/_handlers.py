@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from agent_framework_durabletask import (
     REQUEST_RESPONSE_FORMAT_JSON,
@@ -32,6 +33,8 @@ from valkey_buffer import (
     CommittedTurnLookup,
     StreamChunk,
     StreamInputError,
+    StreamTokenError,
+    StreamTokens,
     ValkeyStreamBuffer,
     ValkeyUnavailableError,
     encode_sse_event,
@@ -43,12 +46,20 @@ from ._event_stream import DeadlineStreamingResponse, sse_body, text_body
 from ._responses import RequestError, json_error
 from ._run_input import RunInput, parse_run_input
 from ._settings import RunInputSettings, StreamSettings
-from ._turn_outcome import SupportsEntityClient, TurnOutcome, agent_entity_id, read_turn_outcome
+from ._turn_outcome import (
+    SessionTurn,
+    SupportsEntityClient,
+    TurnOutcome,
+    agent_entity_id,
+    read_session_turns,
+    read_turn_outcome,
+)
 
 logger = logging.getLogger(__name__)
 
 SESSION_ID_RESPONSE_HEADER = "x-session-id"
 CORRELATION_ID_RESPONSE_HEADER = "x-correlation-id"
+STREAM_URL_RESPONSE_HEADER = "x-stream-url"
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -95,6 +106,11 @@ class AgentHttpApi:
         self.max_poll_retries = max_poll_retries
         self.chat_page_path = chat_page
         self.run_input_settings = run_input_settings or RunInputSettings()
+        self.tokens = StreamTokens(
+            buffer,
+            ttl_seconds=stream_settings.token_ttl_seconds,
+            rotation_seconds=stream_settings.token_rotation_seconds,
+        )
         # Functions routes match case-insensitively; so does the agent name here.
         self._agents = {name.casefold(): name for name in agent_names}
 
@@ -105,15 +121,18 @@ class AgentHttpApi:
 
         With ``wait_for_response`` the entity state is polled for the committed response, as the
         built-in route does: 200 with ``status: success``, 500 with ``status: failed`` when the agent
-        failed, or 202 with ``status: timeout`` when it is still running.
+        failed, or 202 with ``status: timeout`` when it is still running. ``stream_url`` is where a
+        browser follows the turn without the function key (``?scope=session``: any turn of the session).
         """
         try:
             agent = self._agent(req)
+            whole_session = _token_scope(req)
             run_input = await parse_run_input(req, self.run_input_settings)
         except RequestError as error:
             return json_error(error.message, error.status_code)
         try:
             session_id, correlation_id = await self._start_turn(client, agent, run_input)
+            stream_url = await self._stream_url(req, session_id, correlation_id, whole_session=whole_session)
         except ValkeyUnavailableError:
             return _valkey_unavailable()
         except TurnNotStartedError as error:
@@ -124,6 +143,7 @@ class AgentHttpApi:
             SESSION_ID_FIELD: session_id,
             "status": "accepted",
             "correlation_id": correlation_id,
+            "stream_url": stream_url,
         }
         if not run_input.wait_for_response:
             return JSONResponse(payload, status_code=202, headers=_id_headers(session_id, correlation_id))
@@ -145,12 +165,14 @@ class AgentHttpApi:
     async def stream_turn(self, req: Request, client: SupportsEntityClient) -> Response:
         """``POST /api/agents/{name}/stream``: start a turn and stream it live in the same response.
 
-        The ids come in the ``x-session-id`` / ``x-correlation-id`` headers and, for SSE, in a first
-        ``start`` event. Valkey is checked before the turn is started: when it is unreachable the
-        answer is 503 and no turn runs.
+        The ids and the ``stream_url`` (see :meth:`run_turn`) come in the ``x-session-id`` /
+        ``x-correlation-id`` / ``x-stream-url`` headers and, for SSE, in a first ``start`` event.
+        Valkey is checked before the turn is started: when it is unreachable the answer is 503 and
+        no turn runs.
         """
         try:
             agent = self._agent(req)
+            whole_session = _token_scope(req)
             run_input = await parse_run_input(req, self.run_input_settings)
         except RequestError as error:
             return json_error(error.message, error.status_code)
@@ -164,6 +186,7 @@ class AgentHttpApi:
             return _valkey_unavailable()
         try:
             session_id, correlation_id = await self._start_turn(client, agent, run_input)
+            stream_url = await self._stream_url(req, session_id, correlation_id, whole_session=whole_session)
         except ValkeyUnavailableError:
             return _valkey_unavailable()
         except TurnNotStartedError as error:
@@ -174,12 +197,17 @@ class AgentHttpApi:
             correlation_id=correlation_id,
             committed_turn=self._committed_turn_lookup(client, session_id, agent),
         )
-        start = {"agent": agent, SESSION_ID_FIELD: session_id, "correlation_id": correlation_id}
+        start = {
+            "agent": agent,
+            SESSION_ID_FIELD: session_id,
+            "correlation_id": correlation_id,
+            "stream_url": stream_url,
+        }
         return self._stream_response(
             req,
             chunks,
             prelude=[encode_sse_event(json.dumps(start), event="start")],
-            headers=_id_headers(session_id, correlation_id),
+            headers={**_id_headers(session_id, correlation_id), STREAM_URL_RESPONSE_HEADER: stream_url},
         )
 
     async def resume_stream(self, req: Request, client: SupportsEntityClient) -> Response:
@@ -194,22 +222,32 @@ class AgentHttpApi:
         try:
             session_id = validate_id(req.path_params.get("session_id"), "session_id")
             correlation_id = _optional_id(req.query_params.get("correlation_id"), "correlation_id")
-            cursor = parse_cursor(req.headers.get("last-event-id") or req.query_params.get("cursor"))
-            await self.buffer.check_cursor(session_id, cursor)
+        except StreamInputError as error:
+            return json_error(str(error), 400)
+        return await self._follow(req, client, session_id, correlation_id)
+
+    async def stream_with_token(self, req: Request, client: SupportsEntityClient) -> Response:
+        """``GET /api/streams/{session_id}?token=...``: the resume route for browsers, without the function key.
+
+        The token (from a ``stream_url``) grants one turn, or every turn of one session; the turn
+        defaults to the token's. A missing, malformed, tampered or expired token is a 401, a token
+        for another session or turn a 403; the same work is done for every refusal. Otherwise it
+        answers as the resume route does.
+        """
+        try:
+            session_id = validate_id(req.path_params.get("session_id"), "session_id")
+            correlation_id = _optional_id(req.query_params.get("correlation_id"), "correlation_id")
+            grant = await self.tokens.check(req.query_params.get("token"))
+        except StreamTokenError as error:
+            return json_error(str(error), 401)
         except StreamInputError as error:
             return json_error(str(error), 400)
         except ValkeyUnavailableError:
             return _valkey_unavailable()
-        chunks = self.buffer.read_stream(
-            session_id,
-            cursor,
-            correlation_id=correlation_id,
-            committed_turn=self._committed_turn_lookup(client, session_id, None),
-        )
-        headers = {SESSION_ID_RESPONSE_HEADER: session_id}
-        if correlation_id:
-            headers[CORRELATION_ID_RESPONSE_HEADER] = correlation_id
-        return self._stream_response(req, chunks, headers=headers)
+        correlation_id = correlation_id or grant.correlation_id
+        if not grant.allows(session_id, correlation_id):
+            return json_error("The stream token is for another stream.", 403)
+        return await self._follow(req, client, session_id, correlation_id)
 
     async def turn_status(self, req: Request, client: SupportsEntityClient) -> Response:
         """``GET /api/agents/{name}/sessions/{session_id}/turns/{correlation_id}``: the committed outcome.
@@ -250,6 +288,51 @@ class AgentHttpApi:
         body = {"agent": agent, SESSION_ID_FIELD: session_id, "correlation_id": correlation_id, "status": "cancelling"}
         return JSONResponse(body, status_code=202)
 
+    async def session_history(self, req: Request, client: SupportsEntityClient) -> Response:
+        """``GET /api/agents/{name}/sessions/{session_id}``: the session's turns, and the one that runs.
+
+        200 with ``turns`` (each: ``correlation_id``, ``message``, ``status``, and ``response`` or
+        ``error`` once committed; a turn accepted but not yet seen by the entity has no message yet)
+        and ``running``: the first turn still pending, with a ``stream_url`` to follow it, or null.
+        404 for a session the agent does not know.
+        """
+        try:
+            agent = self._agent(req)
+            session_id = validate_id(req.path_params.get("session_id"), "session_id")
+        except RequestError as error:
+            return json_error(error.message, error.status_code)
+        except StreamInputError as error:
+            return json_error(str(error), 400)
+        committed = await read_session_turns(client, agent, session_id)
+        try:
+            accepted = await self.buffer.accepted_turns(session_id)
+        except ValkeyUnavailableError:
+            return _valkey_unavailable()
+        turns = list(committed or [])
+        known = {turn.correlation_id for turn in turns}
+        waiting = sorted(
+            (record.accepted_at_ms, correlation_id)
+            for correlation_id, record in accepted.items()
+            if record.agent == agent and correlation_id not in known
+        )
+        turns += [SessionTurn(correlation_id, None, TurnOutcome(status="pending")) for _, correlation_id in waiting]
+        if committed is None and not turns:
+            return json_error("No such session for this agent.", 404, agent=agent, session_id=session_id)
+        running = next((turn for turn in turns if turn.outcome.status == "pending"), None)
+        body: dict[str, Any] = {
+            "agent": agent,
+            SESSION_ID_FIELD: session_id,
+            "turns": [_turn_body(turn) for turn in turns],
+            "running": None,
+        }
+        if running is not None:
+            try:
+                url = await self._stream_url(req, session_id, running.correlation_id, whole_session=False)
+            except ValkeyUnavailableError:
+                return _valkey_unavailable()
+            body["running"] = {"correlation_id": running.correlation_id, "stream_url": url}
+        return JSONResponse(body, status_code=200)
+
     async def health(self, req: Request) -> Response:
         """``GET /api/health``: liveness, Valkey reachability (503 when unreachable) and the agents."""
         reachable = await self.buffer.ping()
@@ -279,6 +362,40 @@ class AgentHttpApi:
         if agent is None:
             raise RequestError(f"Agent {name!r} is not registered; agents: {', '.join(self._agents.values())}.", 404)
         return agent
+
+    async def _follow(
+        self, req: Request, client: SupportsEntityClient, session_id: str, correlation_id: str | None
+    ) -> Response:
+        """Stream a session (or one turn) from the request's cursor: the body of both resume routes."""
+        try:
+            cursor = parse_cursor(req.headers.get("last-event-id") or req.query_params.get("cursor"))
+            await self.buffer.check_cursor(session_id, cursor)
+        except StreamInputError as error:
+            return json_error(str(error), 400)
+        except ValkeyUnavailableError:
+            return _valkey_unavailable()
+        chunks = self.buffer.read_stream(
+            session_id,
+            cursor,
+            correlation_id=correlation_id,
+            committed_turn=self._committed_turn_lookup(client, session_id, None),
+        )
+        headers = {SESSION_ID_RESPONSE_HEADER: session_id}
+        if correlation_id:
+            headers[CORRELATION_ID_RESPONSE_HEADER] = correlation_id
+        return self._stream_response(req, chunks, headers=headers)
+
+    async def _stream_url(self, req: Request, session_id: str, correlation_id: str, *, whole_session: bool) -> str:
+        """The anonymous stream route's URL for a turn, with a token (path relative to the host).
+
+        Raises:
+            ValkeyUnavailableError: If the signing key cannot be read.
+        """
+        token = await self.tokens.issue(session_id, None if whole_session else correlation_id)
+        # The routes live under the host's prefix (/api unless host.json says otherwise): keep it.
+        prefix = req.url.path.split("/agents/", 1)[0]
+        query = urlencode({"correlation_id": correlation_id, "token": token})
+        return f"{prefix}/streams/{session_id}?{query}"
 
     def _turn_ids(self, req: Request) -> tuple[str, str, str]:
         """``(agent, session_id, correlation_id)`` of a turn route, checked (``RequestError`` when not)."""
@@ -409,6 +526,27 @@ class AgentHttpApi:
         return DeadlineStreamingResponse(
             body, max_seconds=hard_limit, media_type="text/event-stream", headers={**_SSE_HEADERS, **headers}
         )
+
+
+def _token_scope(req: Request) -> bool:
+    """Whether the run call asks for a token to the whole session (``?scope=session``) rather than the turn."""
+    scope = req.query_params.get("scope", "turn")
+    if scope not in ("turn", "session"):
+        raise RequestError("'scope' must be 'turn' or 'session'.")
+    return scope == "session"
+
+
+def _turn_body(turn: SessionTurn) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "correlation_id": turn.correlation_id,
+        "message": turn.message,
+        "status": turn.outcome.status,
+    }
+    if turn.outcome.status in ("completed", "cancelled"):
+        body["response"] = turn.outcome.text
+    elif turn.outcome.status == "failed":
+        body["error"] = turn.outcome.error
+    return body
 
 
 def _outcome_response(agent: str, session_id: str, correlation_id: str, outcome: TurnOutcome) -> JSONResponse:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 DEFAULT_STREAM_MAX_DURATION_SECONDS = 200.0
 DEFAULT_STREAM_HEARTBEAT_SECONDS = 15.0
+DEFAULT_STREAM_TOKEN_TTL_SECONDS = 3600
+DEFAULT_STREAM_TOKEN_ROTATION_SECONDS = 86_400
 
 
 @dataclass(frozen=True)
@@ -20,11 +22,16 @@ class StreamSettings:
         heartbeat_seconds: ``STREAM_HEARTBEAT_SECONDS``: an SSE comment is sent after this long without
             an event, so proxies keep the idle connection open.
         retry_ms: The reconnect delay suggested to clients when a stream response ends on time.
+        token_ttl_seconds: ``STREAM_TOKEN_TTL_SECONDS``: how long a stream token (``stream_url``) is valid.
+        token_rotation_seconds: ``STREAM_TOKEN_ROTATION_SECONDS``: how long one signing key signs new
+            tokens; it is still accepted for ``token_ttl_seconds`` after that.
     """
 
     max_duration_seconds: float = DEFAULT_STREAM_MAX_DURATION_SECONDS
     heartbeat_seconds: float = DEFAULT_STREAM_HEARTBEAT_SECONDS
     retry_ms: int = 1000
+    token_ttl_seconds: int = DEFAULT_STREAM_TOKEN_TTL_SECONDS
+    token_rotation_seconds: int = DEFAULT_STREAM_TOKEN_ROTATION_SECONDS
 
     def __post_init__(self) -> None:
         if not 0 < self.max_duration_seconds <= 3600:
@@ -33,10 +40,14 @@ class StreamSettings:
             raise ValueError("heartbeat_seconds must be more than 0 and at most 3600.")
         if self.retry_ms < 0:
             raise ValueError("retry_ms must not be negative.")
+        if not 1 <= self.token_ttl_seconds <= 7 * 86_400:
+            raise ValueError("token_ttl_seconds must be from 1 to 604800.")
+        if not 60 <= self.token_rotation_seconds <= 365 * 86_400:
+            raise ValueError("token_rotation_seconds must be from 60 to 31536000.")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StreamSettings:
-        """Read ``STREAM_MAX_DURATION_SECONDS`` and ``STREAM_HEARTBEAT_SECONDS`` (default: process environment).
+        """Read the ``STREAM_*`` settings (default: process environment).
 
         Raises:
             ValueError: If a value is not a number in range; the message names the setting.
@@ -45,6 +56,12 @@ class StreamSettings:
         return cls(
             max_duration_seconds=_seconds(env, "STREAM_MAX_DURATION_SECONDS", DEFAULT_STREAM_MAX_DURATION_SECONDS),
             heartbeat_seconds=_seconds(env, "STREAM_HEARTBEAT_SECONDS", DEFAULT_STREAM_HEARTBEAT_SECONDS),
+            token_ttl_seconds=_whole_seconds(
+                env, "STREAM_TOKEN_TTL_SECONDS", DEFAULT_STREAM_TOKEN_TTL_SECONDS, 1, 7 * 86_400
+            ),
+            token_rotation_seconds=_whole_seconds(
+                env, "STREAM_TOKEN_ROTATION_SECONDS", DEFAULT_STREAM_TOKEN_ROTATION_SECONDS, 60, 365 * 86_400
+            ),
         )
 
 
@@ -91,3 +108,12 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     if not 0 < value <= 3600:
         raise ValueError(f"{name} must be more than 0 and at most 3600, got {raw!r}.")
     return value
+
+
+def _whole_seconds(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+        raise ValueError(f"{name} must be a whole number of seconds from {low} to {high}, got {raw!r}.")
+    return int(raw)

@@ -105,3 +105,41 @@ def outcome_from_state(state: DurableAgentState, correlation_id: str) -> TurnOut
         if isinstance(entry, DurableAgentStateRequest):
             requested = True
     return TurnOutcome(status="pending" if requested else "not_found", message_count=len(history))
+
+
+@dataclass(frozen=True)
+class SessionTurn:
+    """One turn of a session as its history shows it.
+
+    Attributes:
+        correlation_id: The turn.
+        message: The user's message (``None`` for a turn accepted but not yet in the entity's state).
+        outcome: Its outcome: ``pending`` while it runs or waits, else the committed one.
+    """
+
+    correlation_id: str
+    message: str | None
+    outcome: TurnOutcome
+
+
+async def read_session_turns(
+    client: SupportsEntityClient, agent_name: str, session_id: str
+) -> list[SessionTurn] | None:
+    """The turns in a session's entity state, in order; ``None`` when the entity does not exist.
+
+    Args:
+        client: The durable client.
+        agent_name: The agent.
+        session_id: The session (entity key).
+    """
+    state_response = await client.read_entity_state(agent_entity_id(agent_name, session_id))
+    if not state_response or not state_response.entity_exists or not isinstance(state_response.entity_state, dict):
+        return None
+    state = DurableAgentState.from_dict(state_response.entity_state)
+    turns: list[SessionTurn] = []
+    for entry in state.data.conversation_history:
+        if isinstance(entry, DurableAgentStateRequest) and entry.correlation_id:
+            message = "".join(m.text for m in entry.messages)
+            outcome = outcome_from_state(state, entry.correlation_id)
+            turns.append(SessionTurn(correlation_id=entry.correlation_id, message=message, outcome=outcome))
+    return turns

@@ -130,6 +130,16 @@ param streamMaxDurationSeconds int = 200
 @description('Seconds between SSE keep-alive comments while a stream is idle.')
 param streamHeartbeatSeconds int = 15
 
+@minValue(60)
+@maxValue(86400)
+@description('How long a stream token (the stream_url handed to browsers) is valid, in seconds.')
+param streamTokenTtlSeconds int = 3600
+
+@minValue(3600)
+@maxValue(2592000)
+@description('How long one stream-token signing key (kept in Redis) signs new tokens before the next one takes over.')
+param streamTokenRotationSeconds int = 86400
+
 @description('Whether clients may send a message with role "system" (it steers the agent above its instructions); off unless every caller is trusted.')
 param allowSystemRoleMessages bool = false
 
@@ -315,6 +325,8 @@ module api './app/api.bicep' = {
     taskHubName: taskHubName
     streamMaxDurationSeconds: streamMaxDurationSeconds
     streamHeartbeatSeconds: streamHeartbeatSeconds
+    streamTokenTtlSeconds: streamTokenTtlSeconds
+    streamTokenRotationSeconds: streamTokenRotationSeconds
     allowSystemRoleMessages: allowSystemRoleMessages
     openAiEndpoint: openAiEnabled ? openAi.outputs.endpoint : ''
     openAiDeploymentName: openAiEnabled ? openAi.outputs.deploymentName : ''

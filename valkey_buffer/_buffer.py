@@ -270,14 +270,27 @@ class ValkeyStreamBuffer:
             raw = await client.hget(key, correlation_id)
         except GlideError as error:
             raise ValkeyUnavailableError(f"Valkey at {self.settings.address} is unavailable: {error}") from error
-        if raw is None:
-            return None
+        return None if raw is None else _accepted_turn(raw)
+
+    async def accepted_turns(self, conversation_id: str) -> dict[str, AcceptedTurn]:
+        """Every recorded accepted turn of a session still within the stream's TTL, by correlation id.
+
+        Raises:
+            InvalidIdError: If the id is invalid.
+            ValkeyUnavailableError: If Valkey cannot be reached.
+        """
+        key = turns_key(conversation_id)
         try:
-            record = json.loads(_text(raw))
-            return AcceptedTurn(agent=str(record["agent"]), accepted_at_ms=int(record["accepted_at_ms"]))
-        except (ValueError, KeyError, TypeError):
-            logger.warning("Ignored a malformed turn record %s in %s", correlation_id, key)
-            return None
+            client = await self._clients().writer()
+            raw = await client.hgetall(key)
+        except GlideError as error:
+            raise ValkeyUnavailableError(f"Valkey at {self.settings.address} is unavailable: {error}") from error
+        turns: dict[str, AcceptedTurn] = {}
+        for field, value in (raw or {}).items():
+            record = _accepted_turn(value)
+            if record is not None:
+                turns[_text(field)] = record
+        return turns
 
     # ----- cancellation -----
 
@@ -635,6 +648,15 @@ class ValkeyStreamBuffer:
             self.malformed_entries += 1
             logger.warning("Skipped malformed stream entry %s: %s", entry_id, error)
             return None
+
+
+def _accepted_turn(raw: bytes | str) -> AcceptedTurn | None:
+    try:
+        record = json.loads(_text(raw))
+        return AcceptedTurn(agent=str(record["agent"]), accepted_at_ms=int(record["accepted_at_ms"]))
+    except (ValueError, KeyError, TypeError):
+        logger.warning("Ignored a malformed accepted-turn record")
+        return None
 
 
 def _session_of(context: AgentCallbackContext) -> str:

@@ -117,6 +117,14 @@ param streamMaxDurationSeconds int = 200
 @description('STREAM_HEARTBEAT_SECONDS.')
 param streamHeartbeatSeconds int = 15
 
+@minValue(60)
+@description('STREAM_TOKEN_TTL_SECONDS.')
+param streamTokenTtlSeconds int = 3600
+
+@minValue(3600)
+@description('STREAM_TOKEN_ROTATION_SECONDS.')
+param streamTokenRotationSeconds int = 86400
+
 @description('ALLOW_SYSTEM_ROLE_MESSAGES.')
 param allowSystemRoleMessages bool = false
 
@@ -221,6 +229,14 @@ var baseAppSettings = [
   {
     name: 'STREAM_HEARTBEAT_SECONDS'
     value: string(streamHeartbeatSeconds)
+  }
+  {
+    name: 'STREAM_TOKEN_TTL_SECONDS'
+    value: string(streamTokenTtlSeconds)
+  }
+  {
+    name: 'STREAM_TOKEN_ROTATION_SECONDS'
+    value: string(streamTokenRotationSeconds)
   }
   {
     name: 'ALLOW_SYSTEM_ROLE_MESSAGES'

@@ -26,6 +26,8 @@ EXPECTED_HTTP = {
     "agent_stream": ("agents/{name}/stream", ["POST"], "FUNCTION", True),
     "agent_stream_resume": ("agent/stream/{session_id}", ["GET"], "FUNCTION", True),
     "agent_turn_status": ("agents/{name}/sessions/{session_id}/turns/{correlation_id}", ["GET"], "FUNCTION", True),
+    "agent_stream_with_token": ("streams/{session_id}", ["GET"], "ANONYMOUS", True),
+    "agent_session": ("agents/{name}/sessions/{session_id}", ["GET"], "FUNCTION", True),
     "agent_turn_cancel": (
         "agents/{name}/sessions/{session_id}/turns/{correlation_id}/cancel",
         ["POST"],

@@ -116,7 +116,14 @@ async def test_stream_starts_the_turn_and_streams_it_live_as_sse(
     session_id, correlation_id = response.headers["x-session-id"], response.headers["x-correlation-id"]
     start = events[0]
     assert start.event == "start"
-    assert json.loads(start.data) == {"agent": AGENT, "session_id": session_id, "correlation_id": correlation_id}
+    stream_url = response.headers["x-stream-url"]
+    assert json.loads(start.data) == {
+        "agent": AGENT,
+        "session_id": session_id,
+        "correlation_id": correlation_id,
+        "stream_url": stream_url,
+    }
+    assert stream_url.startswith(f"/api/streams/{session_id}?correlation_id={correlation_id}&token=")
     assert events[-1].event == "done"
     messages = [event for event in events if event.event == "message"]
     assert len(messages) > 5
