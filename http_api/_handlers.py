@@ -292,7 +292,7 @@ class AgentHttpApi:
         """``GET /api/agents/{name}/sessions/{session_id}``: the session's turns, and the one that runs.
 
         200 with ``turns`` (each: ``correlation_id``, ``message``, ``status``, and ``response`` or
-        ``error`` once committed; a turn accepted but not yet seen by the entity has no message yet)
+        ``error`` once committed; a running turn's message comes from its accepted-turn record)
         and ``running``: the first turn still pending, with a ``stream_url`` to follow it, or null.
         404 for a session the agent does not know.
         """
@@ -311,11 +311,11 @@ class AgentHttpApi:
         turns = list(committed or [])
         known = {turn.correlation_id for turn in turns}
         waiting = sorted(
-            (record.accepted_at_ms, correlation_id)
+            (record.accepted_at_ms, correlation_id, record.message)
             for correlation_id, record in accepted.items()
             if record.agent == agent and correlation_id not in known
         )
-        turns += [SessionTurn(correlation_id, None, TurnOutcome(status="pending")) for _, correlation_id in waiting]
+        turns += [SessionTurn(cid, message, TurnOutcome(status="pending")) for _, cid, message in waiting]
         if committed is None and not turns:
             return json_error("No such session for this agent.", 404, agent=agent, session_id=session_id)
         running = next((turn for turn in turns if turn.outcome.status == "pending"), None)
@@ -447,7 +447,7 @@ class AgentHttpApi:
             options=turn_options(session_id, correlation_id),
         )
         # Recorded first: from the moment the route answers, the status route says "pending".
-        await self.buffer.record_turn_accepted(session_id, correlation_id, agent)
+        await self.buffer.record_turn_accepted(session_id, correlation_id, agent, message=run_input.message)
         try:
             await client.signal_entity(agent_entity_id(agent, session_id), "run", request.to_dict())
         except Exception as error:

@@ -113,7 +113,7 @@ class SessionTurn:
 
     Attributes:
         correlation_id: The turn.
-        message: The user's message (``None`` for a turn accepted but not yet in the entity's state).
+        message: The user's message (``None`` when it is not known: a running turn whose record expired).
         outcome: Its outcome: ``pending`` while it runs or waits, else the committed one.
     """
 

@@ -142,14 +142,15 @@ def scripted_answer(user_text: str, *, tool_result: str | None = None) -> str:
     if len(quoted) > _ECHO_LIMIT:
         quoted = quoted[: _ECHO_LIMIT - 1] + "…"
     weather = f"Typical weather: {tool_result} " if tool_result else ""
+    # A little Markdown, as a real model writes it, so that clients show how they render it.
     return (
         f'You asked: "{quoted}". '
         f"{weather}"
-        "Here is a three-day plan that fits most city trips. "
-        "On day one, arrive early, drop your bags and walk the old town to get your bearings. "
-        "On day two, visit the main museum in the morning and take a food tour in the evening. "
-        "On day three, take a day trip to the coast or the hills and be back for a late dinner. "
-        "Pack light layers and comfortable shoes, and check the weather the day before you leave. "
+        "Here is a **three-day plan** that fits most city trips:\n\n"
+        "- **Day one:** arrive early, drop your bags and walk the old town to get your bearings.\n"
+        "- **Day two:** visit the main museum in the morning and take a food tour in the evening.\n"
+        "- **Day three:** take a day trip to the coast or the hills and be back for a late dinner.\n\n"
+        "Pack light layers and *comfortable shoes*, and check the weather the day before you leave. "
         "Have a great trip!"
     )
 

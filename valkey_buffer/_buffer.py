@@ -65,10 +65,13 @@ class AcceptedTurn:
     Attributes:
         agent: The agent that runs the turn.
         accepted_at_ms: When it was accepted, in milliseconds since the epoch.
+        message: The user's message, when it was recorded (the agent's state has it only once the
+            turn is committed).
     """
 
     agent: str
     accepted_at_ms: int
+    message: str | None = None
 
 
 class ValkeyStreamBuffer:
@@ -234,8 +237,10 @@ class ValkeyStreamBuffer:
             conversation_id, correlation_id, agent, final_text=None, error=message or "error", cancelled=False
         )
 
-    async def record_turn_accepted(self, conversation_id: str, correlation_id: str, agent: str) -> None:
-        """Record that a turn was accepted, for as long as its stream would live.
+    async def record_turn_accepted(
+        self, conversation_id: str, correlation_id: str, agent: str, *, message: str | None = None
+    ) -> None:
+        """Record that a turn was accepted (and its message), for as long as its stream would live.
 
         A turn exists from the moment an HTTP route accepts it, before the agent's state knows it:
         :meth:`accepted_turn` tells "accepted, not started yet" from "never accepted".
@@ -246,7 +251,7 @@ class ValkeyStreamBuffer:
         """
         key = turns_key(conversation_id)
         validate_id(correlation_id, "correlation_id")
-        record = json.dumps({"agent": agent, "accepted_at_ms": int(time.time() * 1000)})
+        record = json.dumps({"agent": agent, "accepted_at_ms": int(time.time() * 1000), "message": message})
         batch: Batch | ClusterBatch = ClusterBatch(is_atomic=True) if self.settings.cluster else Batch(is_atomic=True)
         batch.hset(key, {correlation_id: record})
         batch.expire(key, self.settings.stream_ttl_seconds)
@@ -653,7 +658,12 @@ class ValkeyStreamBuffer:
 def _accepted_turn(raw: bytes | str) -> AcceptedTurn | None:
     try:
         record = json.loads(_text(raw))
-        return AcceptedTurn(agent=str(record["agent"]), accepted_at_ms=int(record["accepted_at_ms"]))
+        message = record.get("message")
+        return AcceptedTurn(
+            agent=str(record["agent"]),
+            accepted_at_ms=int(record["accepted_at_ms"]),
+            message=message if isinstance(message, str) else None,
+        )
     except (ValueError, KeyError, TypeError):
         logger.warning("Ignored a malformed accepted-turn record")
         return None

@@ -126,7 +126,7 @@ async def test_the_history_route_lists_committed_turns_and_the_running_one(
         second["correlation_id"],
         third["correlation_id"],
     ]
-    assert [t["message"] for t in turns] == ["Rome in May", "And Florence?", None]
+    assert [t["message"] for t in turns] == ["Rome in May", "And Florence?", "And Venice?"]
     assert [t["status"] for t in turns] == ["completed", "completed", "pending"]
     assert turns[0]["response"].startswith('You asked: "Rome in May"')
     assert history["running"]["correlation_id"] == third["correlation_id"]

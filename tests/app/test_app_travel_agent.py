@@ -71,7 +71,8 @@ def test_scripted_chunks_join_to_the_answer_and_are_small() -> None:
     assert len(chunks) > 20
     assert max(len(chunk) for chunk in chunks) < 40
     assert answer.startswith('You asked: "Hello there". ')
-    assert answer.count(". ") >= 4, "a multi-sentence answer"
+    assert answer.count(".") >= 5, "a multi-sentence answer"
+    assert "**" in answer and "\n- " in answer, "with a little Markdown for clients to render"
 
 
 async def test_scripted_model_streams_with_the_configured_pace() -> None:

@@ -100,7 +100,10 @@ def test_page_resumes_after_a_network_cut_and_shows_the_committed_answer_once(
     assert _turn(page, 0, "turn.status") == "completed"
     # The whole answer, exactly once: a chunk sent twice or lost at the seam would show here.
     assert _turn(page, 0, "turn.text") == committed["response"]
-    assert page.locator(".turn .answer").first.inner_text() == committed["response"].strip()
+    # Rendered as Markdown: the list and the emphasis of the answer are elements, not asterisks.
+    answer = page.locator(".turn .answer").first
+    assert answer.locator("li").count() == 3 and answer.locator("strong").count() >= 3
+    assert "**" not in answer.inner_text()
     assert _turn(page, 0, "turn.reconnects") >= 1
     assert _turn(page, 0, "turn.events") > events_during_outage
     assert "reconnected" in page.locator(".turn .meta").first.inner_text()
@@ -115,8 +118,12 @@ def test_page_resumes_after_a_network_cut_and_shows_the_committed_answer_once(
     assert _turn(page, 1, "turn.sessionId") == session_id
 
     # The function key the page was opened with goes along with every API call (EventSource included).
-    assert any("/api/agent/stream/" in url for url in api_calls)
-    assert api_calls and all("code=local-test-key" in url for url in api_calls), api_calls
+    # Streams are followed by their stream_url (a token for that stream): the function key goes only
+    # with the calls that start turns and read their status.
+    streams = [url for url in api_calls if "/api/streams/" in url]
+    others = [url for url in api_calls if "/api/streams/" not in url]
+    assert streams and all("token=" in url and "code=" not in url for url in streams), streams
+    assert others and all("code=local-test-key" in url for url in others), others
 
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
@@ -163,4 +170,70 @@ def test_stop_ends_the_turn_with_its_partial_answer_and_the_conversation_goes_on
     shot.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shot), full_page=True)
     print(f"\nchat page screenshot: {shot}")
+    context.close()
+
+
+def test_a_reload_restores_the_conversation_and_resumes_the_running_turn(
+    browser: Browser, page_host: DevHostProcess
+) -> None:
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
+    page = context.new_page()
+    page.goto(f"{page_host.url}/api/chat?code=local-test-key")
+    page.wait_for_function("window.chatState.agent !== null")
+    page.fill("#message", "Two days in Ghent")
+    page.click("#send")
+    page.wait_for_function("window.chatState.turns.length === 1 && window.chatState.turns[0].status === 'completed'")
+    first_text = _turn(page, 0, "turn.text")
+    page.fill("#message", "and Bruges?")
+    page.click("#send")
+    page.wait_for_function("window.chatState.turns.length === 2 && window.chatState.turns[1].events >= 4")
+    assert "#session=" in page.url
+
+    page.reload()  # mid-turn
+    page.wait_for_function("window.chatState.turns.length === 2")
+    assert _turn(page, 0, "turn.text") == first_text
+    assert _turn(page, 0, "turn.status") == "completed"
+    assert page.locator(".turn .user").nth(1).inner_text() == "and Bruges?"
+    page.wait_for_function("window.chatState.turns[1].status === 'completed'", timeout=30_000)
+    session_id, correlation_id = _turn(page, 1, "[turn.sessionId, turn.correlationId]")
+    agent = page.evaluate("window.chatState.agent")
+    with httpx.Client(timeout=30) as client:
+        committed = committed_turn(client, page_host.api, agent, session_id, correlation_id)
+    assert _turn(page, 1, "turn.text") == committed["response"]
+
+    # A second tab with the same address shows the same conversation.
+    other = context.new_page()
+    other.goto(page.url)
+    other.wait_for_function("window.chatState.turns.length === 2")
+    assert other.evaluate("window.chatState.turns.map((t) => t.text)") == [first_text, committed["response"]]
+    shot = SCREENSHOT.with_name("chat_page_after_reload.png")
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"\nchat page screenshot: {shot}")
+    context.close()
+
+
+def test_markup_from_the_user_or_the_model_is_shown_never_run(browser: Browser, page_host: DevHostProcess) -> None:
+    context = browser.new_context(viewport={"width": 1000, "height": 700})
+    page = context.new_page()
+    page.goto(f"{page_host.url}/api/chat?code=local-test-key")
+    page.wait_for_function("window.chatState.agent !== null")
+    # The scripted model quotes the message in its answer: the payload reaches the page from both.
+    payload = (
+        "<img src=x onerror=\"window.__pwned='img'\"> [click](javascript:window.__pwned='link') "
+        "<script>window.__pwned='script'</script> **bold**"
+    )
+    page.fill("#message", payload)
+    page.click("#send")
+    page.wait_for_function("window.chatState.turns.length === 1 && window.chatState.turns[0].status === 'completed'")
+    page.wait_for_timeout(300)
+
+    assert page.evaluate("window.__pwned") is None
+    turn = page.locator(".turn").first
+    assert turn.locator("img, script").count() == 0
+    assert turn.locator("a").count() == 0, "a javascript: link never becomes a link"
+    assert "<img src=x" in turn.locator(".user").inner_text()
+    assert "<img src=x" in turn.locator(".answer").inner_text()
+    assert turn.locator(".answer strong").count() >= 1
+    shot = SCREENSHOT.with_name("chat_page_markup_shown.png")
+    page.screenshot(path=str(shot), full_page=True)
     context.close()
