@@ -8,6 +8,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import threading
@@ -23,6 +24,21 @@ from ._functions_http import FunctionsHttpApp, HttpFunction, http_functions_of
 from ._valkey import EmbeddedValkey, configured_valkey
 
 logger = logging.getLogger("devhost")
+
+# Query values that grant access: never written to the log.
+_SECRET_QUERY_VALUE = re.compile(r"(?i)\b(token|code)=[^&\s\"]*")
+
+
+class RedactSecrets(logging.Filter):
+    """Blanks stream tokens and function keys in the request lines of uvicorn's access log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _SECRET_QUERY_VALUE.sub(r"\1=[redacted]", arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        return True
+
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -166,6 +182,7 @@ class LocalHost:
             timeout_graceful_shutdown=2,
             timeout_keep_alive=30,
         )
+        logging.getLogger("uvicorn.access").addFilter(RedactSecrets())
         server = _DevServer(config, asgi)
         self._print_banner(functions, others)
         await server.serve(sockets=[sock])
