@@ -426,7 +426,7 @@ class ValkeyStreamBuffer:
         """The live readers of the running event loop: how many, and what they hold in memory."""
         feed = self._clients().feed()
         mode = self._live_feed
-        if isinstance(feed, NotifiedFeed) and feed.polling:
+        if isinstance(feed, NotifiedFeed) and feed.pubsub_refused:
             mode = "polling" if self.settings.cluster else "blocking"
         return ReaderStats(
             active=feed.reader_count, queued_entries=feed.queued_entries, overflows=feed.overflows, live_feed=mode

@@ -80,13 +80,16 @@ class LiveFeed:
     followed, the pending read is cut short with ``CLIENT UNBLOCK`` so the new stream is read at
     once, whatever the feed was doing.
 
-    Cluster: a multi-key ``XREAD`` must stay within one hash slot, so the feed polls instead: one
+    Cluster: a multi-key ``XREAD`` must stay within one hash slot, so this feed polls instead: one
     pipelined, non-blocking ``XREAD`` per followed stream on its own cluster client, repeated at
     once while entries flow and, while all is quiet, after a pause that doubles from
-    ``poll_interval`` up to ``max_poll_interval``.
+    ``poll_interval`` up to ``max_poll_interval``. It costs Valkey commands while readers wait:
+    by default a cluster uses :class:`NotifiedFeed`, which falls back to this when the server
+    refuses pub/sub.
 
     While reads fail (an outage), the feed keeps trying: readers keep their own timers, and the
-    feed resumes from its positions when Valkey is back, so nothing written after is missed.
+    feed resumes from its positions when Valkey is back, so nothing written after is missed. In a
+    cluster, the streams of a node that does not answer are retried while the others are read.
 
     Args:
         connect: Creates the feed's client (called lazily, again after a failure).

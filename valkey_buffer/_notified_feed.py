@@ -112,8 +112,7 @@ class NotifiedFeed(LiveFeed):
         super().__init__(connect, parse, unblock, block_ms=block_ms, cluster=cluster, **options)
         self._safety_poll_seconds = safety_poll_seconds
         self._subscribe_timeout = subscribe_timeout
-        self.polling = False  # the server refused pub/sub: the feed behaves as the LiveFeed it extends
-        self.notifications = 0  # notifications received for followed streams
+        self.pubsub_refused = False  # then the feed reads as the LiveFeed it extends
         self._probed = False
         self._listening_on: GlideAnyClient | None = None  # the client whose subscriptions are below
         self._receiver: asyncio.Task[None] | None = None
@@ -136,7 +135,7 @@ class NotifiedFeed(LiveFeed):
         await super().aclose()
 
     def _stream_followed(self, key: str) -> None:
-        if self.polling:
+        if self.pubsub_refused:
             super()._stream_followed(key)
             return
         self._due.add(key)  # read at once: entries may have come between the reader's catch-up and now
@@ -147,7 +146,7 @@ class NotifiedFeed(LiveFeed):
         self._inactive_since.pop(key, None)
 
     async def _next_round(self, client: GlideAnyClient) -> None:
-        if self.polling:
+        if self.pubsub_refused:
             await super()._next_round(client)
             return
         if not self._probed:
@@ -196,7 +195,8 @@ class NotifiedFeed(LiveFeed):
             timeout = min(self._next_state_check, self._next_safety_poll) - time.monotonic()
         if timeout > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     async def _read_streams(self, client: GlideAnyClient, keys: set[str]) -> tuple[bool, set[str]]:
         """Read ``keys`` after their positions and deliver: whether anything was found, and the keys that failed."""
@@ -235,17 +235,20 @@ class NotifiedFeed(LiveFeed):
     async def _receive(self, client: GlideAnyClient) -> None:
         while True:
             try:
-                message = await client.get_pubsub_message()
+                message: Any = await client.get_pubsub_message()
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 logger.debug("Live feed notifications stopped: %s", error)
                 return  # the client closed; the next round listens on its replacement
-            key = _text(message.channel)
-            if key in self._positions:
-                self.notifications += 1
-                self._due.add(key)
-                self._wake.set()
+            # Take every notification already here at once: one per event-loop turn falls far
+            # behind when many streams are written at the same time.
+            while message is not None:
+                key = _text(message.channel)
+                if key in self._positions:
+                    self._due.add(key)
+                message = client.try_get_pubsub_message()
+            self._wake.set()
 
     async def _update_subscriptions(self, client: GlideAnyClient) -> None:
         # Lazy (un)subscriptions only update GLIDE's desired state; GLIDE talks to the server.
@@ -284,7 +287,7 @@ class NotifiedFeed(LiveFeed):
     async def _fall_back(self, client: GlideAnyClient, reason: str) -> None:
         mode = "polls" if self._cluster else "waits in one blocking read"
         logger.warning("Valkey refuses pub/sub notifications (%s): the live feed %s instead", reason, mode)
-        self.polling = True
+        self.pubsub_refused = True
         if self._receiver is not None:
             self._receiver.cancel()
         if self._requested:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from tests.buffer.helpers import collect, new_id
 from tests.busy_session import busy_session
 from tests.shown_text import chunks_text
-from tests.valkey_servers import ValkeyCluster
+from tests.valkey_servers import ValkeyCluster, ValkeyProcess
 from valkey_buffer import ValkeySettings, ValkeyStreamBuffer
 
 pytestmark = pytest.mark.cluster
@@ -182,7 +182,10 @@ async def test_idle_readers_cost_less_than_one_command_per_stream_per_second(
 
 
 async def test_writes_publish_one_notification_per_batch_in_a_cluster_and_none_on_a_standalone_server(
-    valkey_cluster: ValkeyCluster, cluster_settings: ValkeySettings, valkey_settings: ValkeySettings, valkey_server
+    valkey_cluster: ValkeyCluster,
+    cluster_settings: ValkeySettings,
+    valkey_settings: ValkeySettings,
+    valkey_server: ValkeyProcess,
 ) -> None:
     clustered, standalone = ValkeyStreamBuffer(cluster_settings), ValkeyStreamBuffer(valkey_settings)
     try:
@@ -334,3 +337,16 @@ async def test_a_server_that_refuses_sharded_pubsub_gets_the_polling_feed_logged
     write_refusals = [m for m in refusals if "writes no longer publish" in m]
     assert len(feed_refusals) == 1, refusals
     assert len(write_refusals) == (1 if "-spublish" in denied else 0), refusals
+
+
+def test_a_live_feed_that_does_not_fit_the_server_is_refused_when_the_buffer_is_made(
+    cluster_settings: ValkeySettings, valkey_settings: ValkeySettings
+) -> None:
+    with pytest.raises(ValueError, match="live_feed='blocking' needs a standalone server"):
+        ValkeyStreamBuffer(cluster_settings, live_feed="blocking")
+    with pytest.raises(ValueError, match="live_feed='polling' is for a cluster"):
+        ValkeyStreamBuffer(valkey_settings, live_feed="polling")
+    with pytest.raises(ValueError, match="live_feed must be"):
+        ValkeyStreamBuffer(valkey_settings, live_feed="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="safety_poll_seconds"):
+        ValkeyStreamBuffer(cluster_settings, safety_poll_seconds=0)
