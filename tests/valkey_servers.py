@@ -81,15 +81,31 @@ class ValkeyProcess:
                     return
             except OSError:
                 pass
+            except RuntimeError as error:
+                if not str(error).startswith("LOADING"):  # a restarted server reads its data back first
+                    raise
             time.sleep(0.02)
         raise RuntimeError(f"valkey-server on port {self.port} did not start")
 
     def stop(self) -> None:
+        self.kill()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """Kill the server (SIGKILL) and keep its data directory: ``start()`` brings it back as it was."""
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(5)
         self.process = None
-        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def command_calls(self) -> dict[str, int]:
+        """Calls per command since the server started (``INFO commandstats``)."""
+        calls: dict[str, int] = {}
+        for line in str(self.command("INFO", "commandstats")).splitlines():
+            if line.startswith("cmdstat_"):
+                name, _, stats = line.partition(":")
+                calls[name.removeprefix("cmdstat_")] = int(stats.split("calls=")[1].split(",")[0])
+        return calls
 
     def command(self, *args: str) -> object:
         """Send one command over a fresh socket and return the decoded RESP2 reply."""
@@ -122,9 +138,14 @@ def _read_reply(stream) -> object:  # type: ignore[no-untyped-def]
 
 @dataclass
 class ValkeyCluster:
-    """Three primaries on loopback with the slots split evenly by the fixture (no replicas)."""
+    """Three primaries on loopback with the slots split evenly by the fixture (no replicas).
+
+    ``node_args`` are added to every node's command line (e.g. persistence, for a node that is killed
+    and started again: it keeps its data directory, so it comes back with its slots and entries).
+    """
 
     nodes: list[ValkeyProcess] = field(default_factory=list)
+    node_args: tuple[str, ...] = ()
 
     @property
     def host(self) -> str:
@@ -143,7 +164,9 @@ class ValkeyCluster:
 
     def _start(self, primaries: int) -> ValkeyCluster:
         for _ in range(primaries):
-            node = ValkeyProcess(extra_args=("--cluster-enabled", "yes", "--cluster-node-timeout", "2000"))
+            node = ValkeyProcess(
+                extra_args=("--cluster-enabled", "yes", "--cluster-node-timeout", "2000", *self.node_args)
+            )
             self.nodes.append(node)
             node.start()
         first = self.nodes[0]
@@ -164,3 +187,39 @@ class ValkeyCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+    def node_for(self, key: str) -> ValkeyProcess:
+        """The primary that owns ``key``'s slot (the fixture's even split)."""
+        slot = int(str(self.nodes[0].command("CLUSTER", "KEYSLOT", key)))
+        return self.nodes[min(slot // (CLUSTER_SLOTS // len(self.nodes)), len(self.nodes) - 1)]
+
+    def command(self, *args: str) -> object:
+        """Send a one-key command (the key is its first argument) to the primary that owns the key."""
+        try:
+            return self.node_for(args[1]).command(*args)
+        except RuntimeError as error:
+            if not str(error).startswith("MOVED"):
+                raise
+            port = int(str(error).rsplit(":", 1)[1])  # the slot moved (move_slot): "MOVED <slot> <host>:<port>"
+            return next(node for node in self.nodes if node.port == port).command(*args)
+
+    def move_slot(self, key: str, to: ValkeyProcess) -> None:
+        """Migrate ``key``'s slot and its keys from the primary the fixture gave it to ``to`` (a resharding)."""
+        source = self.node_for(key)
+        slot = str(source.command("CLUSTER", "KEYSLOT", key))
+        source_id, target_id = str(source.command("CLUSTER", "MYID")), str(to.command("CLUSTER", "MYID"))
+        to.command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        source.command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        keys = source.command("CLUSTER", "GETKEYSINSLOT", slot, "1000")
+        if keys:
+            source.command("MIGRATE", to.host, str(to.port), "", "0", "5000", "KEYS", *keys)  # type: ignore[misc]
+        for node in self.nodes:
+            node.command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
+    def command_calls(self) -> dict[str, int]:
+        """Calls per command on all primaries together (``INFO commandstats``)."""
+        total: dict[str, int] = {}
+        for node in self.nodes:
+            for name, calls in node.command_calls().items():
+                total[name] = total.get(name, 0) + calls
+        return total

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from glide import (
     Batch,
@@ -20,6 +20,7 @@ from glide import (
     IdBound,
     MaxId,
     MinId,
+    RequestError,
     StreamAddOptions,
     TrimByMaxLen,
 )
@@ -29,7 +30,8 @@ from ._chunk import StreamChunk
 from ._connection import EntraTokenSource, TokenCredential
 from ._errors import InvalidCursorError, ValkeyUnavailableError
 from ._ids import LAST_POSSIBLE_ENTRY_ID, entry_order, parse_cursor, stream_key, turns_key, validate_id
-from ._loop_clients import LoopClients
+from ._loop_clients import LiveFeedMode, LoopClients
+from ._notified_feed import NotifiedFeed, add_notification, is_pubsub_refusal
 from ._settings import ValkeySettings
 from ._stream_reader import CommittedTurnLookup, SequenceFilter, StreamReader
 from ._turn_writer import Fields, TurnWriter, WriteStats, wait_briefly
@@ -51,11 +53,14 @@ class ReaderStats:
         active: Readers following a stream now.
         queued_entries: Entries delivered to them and not read yet (bounded per reader).
         overflows: Times a reader fell so far behind that it was sent back to read Valkey.
+        live_feed: How the live feed learns of new entries now: ``notifications``, ``polling``
+            (in a cluster, by choice or because the server refused pub/sub) or ``blocking``.
     """
 
     active: int
     queued_entries: int
     overflows: int
+    live_feed: str = "blocking"
 
 
 @dataclass(frozen=True)
@@ -96,9 +101,17 @@ class ValkeyStreamBuffer:
         token_refresh_margin_seconds: With Entra ID, renew tokens this long before they expire.
         cancellable: Whether each write batch also asks whether its turn was cancelled (see
             ``request_cancel``); off for an app that never cancels turns.
+        live_feed: How live readers learn of new entries. ``auto`` (the default): one blocking
+            multi-key read on a standalone server (``blocking``), sharded pub/sub notifications in
+            a cluster (``notifications``: every write batch publishes one, and a server that
+            refuses pub/sub makes the feed poll). ``polling``: a cluster feed that polls every
+            followed stream 5-50 ms apart and writes that publish nothing. ``notifications`` on a
+            standalone server uses plain pub/sub.
+        safety_poll_seconds: With notifications, how often every followed stream is read without
+            one (a lost notification costs at most this long); the only Valkey traffic of idle readers.
 
     Raises:
-        ValueError: If a number is out of range.
+        ValueError: If a number is out of range, or ``live_feed`` does not fit the server.
     """
 
     def __init__(
@@ -111,6 +124,8 @@ class ValkeyStreamBuffer:
         write_retry_seconds: float = 5.0,
         token_refresh_margin_seconds: float = 300.0,
         cancellable: bool = True,
+        live_feed: Literal["auto", "blocking", "polling", "notifications"] = "auto",
+        safety_poll_seconds: float = 5.0,
     ) -> None:
         if max_pending_chunks < 1:
             raise ValueError("max_pending_chunks must be at least 1")
@@ -118,7 +133,13 @@ class ValkeyStreamBuffer:
             raise ValueError("max_batch must be at least 1")
         if write_retry_seconds < 0:
             raise ValueError("write_retry_seconds must not be negative")
+        if safety_poll_seconds <= 0:
+            raise ValueError("safety_poll_seconds must be positive")
         self.settings = settings or ValkeySettings.from_env()
+        self._live_feed = _live_feed_for(live_feed, cluster=self.settings.cluster)
+        self._safety_poll_seconds = safety_poll_seconds
+        # Writes publish a notification when readers are woken by them, until the server refuses one.
+        self._notify_readers = self._live_feed == "notifications"
         self.stats = WriteStats()
         self.malformed_entries = 0
         self._credential = credential
@@ -485,7 +506,12 @@ class ValkeyStreamBuffer:
     def reader_stats(self) -> ReaderStats:
         """The live readers of the running event loop: how many, and what they hold in memory."""
         feed = self._clients().feed()
-        return ReaderStats(active=feed.reader_count, queued_entries=feed.queued_entries, overflows=feed.overflows)
+        mode = self._live_feed
+        if isinstance(feed, NotifiedFeed) and feed.pubsub_refused:
+            mode = "polling" if self.settings.cluster else "blocking"
+        return ReaderStats(
+            active=feed.reader_count, queued_entries=feed.queued_entries, overflows=feed.overflows, live_feed=mode
+        )
 
     async def ping(self) -> bool:
         """Whether Valkey answers now (for health checks); never raises."""
@@ -525,7 +551,14 @@ class ValkeyStreamBuffer:
         if clients is None:
             with self._loops_lock:
                 clients = self._loops.setdefault(
-                    loop, LoopClients(self.settings, self._token_source_for_entra(), self._parse)
+                    loop,
+                    LoopClients(
+                        self.settings,
+                        self._token_source_for_entra(),
+                        self._parse,
+                        live_feed=self._live_feed,
+                        safety_poll_seconds=self._safety_poll_seconds,
+                    ),
                 )
         return clients
 
@@ -595,8 +628,31 @@ class ValkeyStreamBuffer:
         await wait_briefly(flusher, self._write_retry_seconds)
 
     async def _write_batch(self, key: str, correlation_id: str, entries: Sequence[Fields]) -> None:
-        clients = self._clients()
-        client = await clients.writer()
+        client = await self._clients().writer()
+        notify = self._notify_readers
+        try:
+            replies = await client.exec(
+                self._entries_batch(key, correlation_id, entries, notify=notify), raise_on_error=True
+            )
+        except RequestError as error:
+            if not (notify and is_pubsub_refusal(error)):
+                raise
+            # The server refused the batch at its notification, before running any of it: write the
+            # entries again without one. Readers elsewhere then poll (their feeds are refused too).
+            if self._notify_readers:
+                self._notify_readers = False
+                logger.warning("Valkey refuses pub/sub notifications (%s): writes no longer publish them", error)
+            replies = await client.exec(
+                self._entries_batch(key, correlation_id, entries, notify=False), raise_on_error=True
+            )
+        watch = self._cancellations.get((key, correlation_id))
+        if self._cancellable and watch is not None and replies:
+            # The batch's replies: one per entry, the EXPIRE's, then the cancel check's.
+            watch.checked(bool(replies[len(entries) + 1]))
+
+    def _entries_batch(
+        self, key: str, correlation_id: str, entries: Sequence[Fields], *, notify: bool
+    ) -> Batch | ClusterBatch:
         batch: Batch | ClusterBatch = ClusterBatch(is_atomic=True) if self.settings.cluster else Batch(is_atomic=True)
         options = StreamAddOptions(trim=self._trim)
         for entry in entries:
@@ -606,10 +662,11 @@ class ValkeyStreamBuffer:
         # So does the question "was this turn cancelled?" (the set is in the stream's slot).
         if self._cancellable:
             batch.sismember(cancel_key(key), correlation_id)
-        replies = await client.exec(batch, raise_on_error=True)
-        watch = self._cancellations.get((key, correlation_id))
-        if self._cancellable and watch is not None and replies:
-            watch.checked(bool(replies[-1]))
+        if notify:
+            # Wakes the live feeds that follow the stream once the entries are there to read; the
+            # channel is the key, so in a cluster it is on the key's slot and the batch on one node.
+            add_notification(batch, key)
+        return batch
 
     async def _entries_after(
         self, clients: LoopClients, key: str, position: str
@@ -667,6 +724,22 @@ def _accepted_turn(raw: bytes | str) -> AcceptedTurn | None:
     except (ValueError, KeyError, TypeError):
         logger.warning("Ignored a malformed accepted-turn record")
         return None
+
+
+def _live_feed_for(mode: str, *, cluster: bool) -> LiveFeedMode:
+    if mode == "auto":
+        return "notifications" if cluster else "blocking"
+    if mode == "notifications":
+        return "notifications"
+    if mode == "blocking":
+        if cluster:
+            raise ValueError("live_feed='blocking' needs a standalone server: a blocking XREAD cannot span slots")
+        return "blocking"
+    if mode == "polling":
+        if not cluster:
+            raise ValueError("live_feed='polling' is for a cluster: a standalone server takes one blocking read")
+        return "polling"
+    raise ValueError(f"live_feed must be 'auto', 'blocking', 'polling' or 'notifications', got {mode!r}")
 
 
 def _session_of(context: AgentCallbackContext) -> str:

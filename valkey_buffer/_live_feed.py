@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from glide import ClosingError, ClusterBatch, StreamReadOptions
@@ -80,13 +80,16 @@ class LiveFeed:
     followed, the pending read is cut short with ``CLIENT UNBLOCK`` so the new stream is read at
     once, whatever the feed was doing.
 
-    Cluster: a multi-key ``XREAD`` must stay within one hash slot, so the feed polls instead: one
+    Cluster: a multi-key ``XREAD`` must stay within one hash slot, so this feed polls instead: one
     pipelined, non-blocking ``XREAD`` per followed stream on its own cluster client, repeated at
     once while entries flow and, while all is quiet, after a pause that doubles from
-    ``poll_interval`` up to ``max_poll_interval``.
+    ``poll_interval`` up to ``max_poll_interval``. It costs Valkey commands while readers wait:
+    by default a cluster uses :class:`NotifiedFeed`, which falls back to this when the server
+    refuses pub/sub.
 
     While reads fail (an outage), the feed keeps trying: readers keep their own timers, and the
-    feed resumes from its positions when Valkey is back, so nothing written after is missed.
+    feed resumes from its positions when Valkey is back, so nothing written after is missed. In a
+    cluster, the streams of a node that does not answer are retried while the others are read.
 
     Args:
         connect: Creates the feed's client (called lazily, again after a failure).
@@ -129,6 +132,8 @@ class LiveFeed:
         self._client_id: int | None = None
         self._reading: int | None = None  # the round whose blocking read is pending, if any
         self._round = 0
+        self._idle_polls = 0  # polls in a row that found nothing (cluster)
+        self._unreadable = False  # some followed streams could not be read in the last round (cluster)
         self.overflows = 0  # times a reader fell so far behind that it was sent back to Valkey
         self._task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -163,8 +168,7 @@ class LiveFeed:
         self._followed.set()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._follow(), name="valkey-live-feed")
-        elif self._reading is not None:
-            asyncio.get_running_loop().create_task(self._cut_short(self._reading))
+        self._stream_followed(key)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         """Stop delivering to a reader; a stream without readers is no longer followed."""
@@ -174,7 +178,8 @@ class LiveFeed:
         readers.discard(subscription)
         if not readers:
             del self._subscriptions[subscription.key]
-            self._positions.pop(subscription.key, None)
+            if self._positions.pop(subscription.key, None) is not None:
+                self._stream_unfollowed(subscription.key)
             self._followed.set()  # lets an idle feed notice that it has nothing left to do
 
     async def aclose(self) -> None:
@@ -188,6 +193,14 @@ class LiveFeed:
             with contextlib.suppress(Exception):
                 await self._client.close()
             self._client = None
+
+    def _stream_followed(self, key: str) -> None:
+        # The pending blocking read does not cover the new stream: cut it short so the next one does.
+        if self._reading is not None:
+            asyncio.get_running_loop().create_task(self._cut_short(self._reading))
+
+    def _stream_unfollowed(self, key: str) -> None:
+        """Called when ``key`` loses its last reader (a hook for feeds that subscribe per stream)."""
 
     async def _cut_short(self, read_round: int) -> None:
         # CLIENT UNBLOCK travels on another connection and may overtake the XREAD it is meant to
@@ -203,7 +216,6 @@ class LiveFeed:
 
     async def _follow(self) -> None:
         failing_since: float | None = None
-        idle_polls = 0
         while self._subscriptions:
             if not self._positions:
                 # Readers are still catching up: nothing to read until one of them is done.
@@ -216,7 +228,7 @@ class LiveFeed:
                     self._client = await self._connect()
                 if self._client_id is None and not self._cluster:
                     self._client_id = int(await self._client.custom_command(["CLIENT", "ID"]))
-                found = await self._read_round(self._client)
+                await self._next_round(self._client)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -233,16 +245,24 @@ class LiveFeed:
             if failing_since is not None:
                 logger.info("Live feed reads succeed again after %.1f s", time.monotonic() - failing_since)
                 failing_since = None
-            if self._cluster:
-                # Poll fast while entries flow; back off (up to max_poll_interval) while all is quiet.
-                idle_polls = 0 if found else idle_polls + 1
-                if idle_polls:
-                    await asyncio.sleep(min(self._poll_interval * 2 ** (idle_polls - 1), self._max_poll_interval))
+
+    async def _next_round(self, client: GlideAnyClient) -> None:
+        """Read every followed stream once and deliver what was found, pausing as the mode requires."""
+        found = await self._read_round(client)
+        if self._cluster:
+            # Poll fast while entries flow; back off (up to max_poll_interval) while all is quiet.
+            self._idle_polls = 0 if found else self._idle_polls + 1
+            if self._idle_polls:
+                await asyncio.sleep(self._poll_pause())
+
+    def _poll_pause(self) -> float:
+        return float(min(self._poll_interval * 2 ** (self._idle_polls - 1), self._max_poll_interval))
 
     async def _read_round(self, client: GlideAnyClient) -> bool:
         positions = dict(self._positions)
         if self._cluster:
-            results = await self._poll(client, positions)
+            results, unreadable = await self._poll(client, positions)
+            self._note_unreadable(unreadable)  # read again next round, like every stream
         else:
             options = StreamReadOptions(block_ms=self._block_ms, count=self._batch_count)
             self._round += 1
@@ -252,6 +272,10 @@ class LiveFeed:
             finally:
                 self._reading = None
             results = dict(reply or {})
+        return self._deliver(results)
+
+    def _deliver(self, results: Mapping[Any, Any]) -> bool:
+        """Fan a read's entries out to the readers of their streams; whether there were any."""
         for raw_key, entries in results.items():
             key = _text(raw_key)
             if key not in self._positions:
@@ -269,15 +293,34 @@ class LiveFeed:
                     self.overflows += 1
         return bool(results)
 
-    async def _poll(self, client: Any, positions: dict[str, str]) -> dict[Any, Any]:
+    async def _poll(self, client: Any, positions: dict[str, str]) -> tuple[dict[Any, Any], set[str]]:
+        """Read each stream after its position in one pipeline: the entries, and the streams that failed.
+
+        A stream whose node does not answer (a failover) fails alone: the others are read. Raises
+        when no stream could be read.
+        """
         batch = ClusterBatch(is_atomic=False)
         for key, position in positions.items():
             batch.xread({key: position}, StreamReadOptions(count=self._batch_count))
-        replies = await client.exec(batch, raise_on_error=True) or []
+        replies = await client.exec(batch, raise_on_error=False) or []
         results: dict[Any, Any] = {}
-        for reply in replies:
-            results.update(reply or {})
-        return results
+        errors: dict[str, Exception] = {}
+        for key, reply in zip(positions, replies, strict=True):
+            if isinstance(reply, Exception):
+                errors[key] = reply
+            else:
+                results.update(reply or {})
+        if errors and len(errors) == len(positions):
+            raise next(iter(errors.values()))
+        return results, set(errors)
+
+    def _note_unreadable(self, keys: set[str]) -> None:
+        # Logged when some streams start failing and when all are read again, not on every round.
+        if keys and not self._unreadable:
+            logger.warning("Live feed reads of %d streams fail (a node is down?), retrying", len(keys))
+        elif self._unreadable and not keys:
+            logger.info("Live feed reads every followed stream again")
+        self._unreadable = bool(keys)
 
     async def _wake_readers(self) -> None:
         # One timer for all readers instead of one per waiting reader: each reader says when it

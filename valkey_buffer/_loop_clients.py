@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from glide import GlideError
 
@@ -13,7 +13,12 @@ from ._chunk import StreamChunk
 from ._connection import EntraTokenSource, GlideAnyClient, create_client
 from ._errors import ValkeyUnavailableError
 from ._live_feed import LiveFeed
+from ._notified_feed import NotifiedFeed
 from ._settings import ValkeySettings
+
+# How a live feed learns of new entries: one blocking multi-key read (standalone), polling (cluster),
+# or pub/sub notifications published with every write (either).
+LiveFeedMode = Literal["blocking", "polling", "notifications"]
 
 
 class LoopClients:
@@ -23,6 +28,8 @@ class LoopClients:
         settings: Where and how to connect.
         token_source: Entra ID tokens, when ``settings.auth`` is ``entra``.
         parse: Turns a stream entry into a chunk, for the live feed.
+        live_feed: How the live feed learns of new entries.
+        safety_poll_seconds: With notifications, how often every followed stream is read without one.
     """
 
     def __init__(
@@ -30,10 +37,15 @@ class LoopClients:
         settings: ValkeySettings,
         token_source: EntraTokenSource | None,
         parse: Callable[[str, Any], StreamChunk | None],
+        *,
+        live_feed: LiveFeedMode,
+        safety_poll_seconds: float,
     ) -> None:
         self._settings = settings
         self._token_source = token_source
         self._parse = parse
+        self._live_feed = live_feed
+        self._safety_poll_seconds = safety_poll_seconds
         self._writer: GlideAnyClient | None = None
         self._renewals: list[asyncio.Task[None]] = []
         self._connecting = asyncio.Lock()
@@ -50,13 +62,24 @@ class LoopClients:
     def feed(self) -> LiveFeed:
         """The live feed of this loop."""
         if self._feed is None:
-            self._feed = LiveFeed(
-                self._connect_feed,
-                self._parse,
-                self._unblock,
-                block_ms=self._settings.read_block_ms,
-                cluster=self._settings.cluster,
-            )
+            if self._live_feed == "notifications":
+                self._feed = NotifiedFeed(
+                    self._connect_feed,
+                    self._parse,
+                    self._unblock,
+                    block_ms=self._settings.read_block_ms,
+                    cluster=self._settings.cluster,
+                    safety_poll_seconds=self._safety_poll_seconds,
+                )
+            else:
+                # Blocking on a standalone server, polling in a cluster (see LiveFeed).
+                self._feed = LiveFeed(
+                    self._connect_feed,
+                    self._parse,
+                    self._unblock,
+                    block_ms=self._settings.read_block_ms,
+                    cluster=self._settings.cluster,
+                )
         return self._feed
 
     async def aclose(self) -> None:
