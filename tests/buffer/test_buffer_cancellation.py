@@ -1,0 +1,57 @@
+"""A cancel request reaches the instance that writes the turn, on a standalone server and in a cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from tests.buffer.helpers import new_id
+from tests.valkey_servers import ValkeyCluster, ValkeyProcess
+from valkey_buffer import ValkeySettings, ValkeyStreamBuffer
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+def settings(request: pytest.FixtureRequest) -> ValkeySettings:
+    if request.param == "cluster":
+        cluster: ValkeyCluster = request.getfixturevalue("valkey_cluster")
+        return ValkeySettings(host=cluster.host, port=cluster.port, cluster=True)
+    server: ValkeyProcess = request.getfixturevalue("valkey_server")
+    return ValkeySettings(host=server.host, port=server.port)
+
+
+async def test_the_next_write_batch_of_a_turn_learns_of_its_cancel(settings: ValkeySettings) -> None:
+    producer, api = ValkeyStreamBuffer(settings), ValkeyStreamBuffer(settings)  # two instances
+    session, turn = new_id(), new_id("t")
+    try:
+        async with producer.watch_cancellation(session, turn) as cancellation:
+            await producer.write_chunk(session, "first ", correlation_id=turn)
+            await asyncio.sleep(0.05)
+            assert not cancellation.is_cancelled
+            await api.request_cancel(session, turn)
+            asked = time.monotonic()
+            await producer.write_chunk(session, "second ", correlation_id=turn)
+            await asyncio.wait_for(cancellation.event.wait(), 2)
+            # Within a write batch's round trip, not a poll period.
+            assert time.monotonic() - asked < 0.2
+        assert await api.is_cancel_requested(session, turn)
+        assert not await api.is_cancel_requested(session, new_id("t")), "only that turn"
+    finally:
+        await producer.aclose()
+        await api.aclose()
+
+
+async def test_a_quiet_turn_learns_of_its_cancel_within_a_poll_period(settings: ValkeySettings) -> None:
+    producer, api = ValkeyStreamBuffer(settings), ValkeyStreamBuffer(settings)
+    session, turn = new_id(), new_id("t")
+    try:
+        async with producer.watch_cancellation(session, turn) as cancellation:
+            await asyncio.sleep(0.3)  # the model thinks; nothing is written
+            await api.request_cancel(session, turn)
+            asked = time.monotonic()
+            await asyncio.wait_for(cancellation.event.wait(), 2)
+            assert time.monotonic() - asked < 0.5
+    finally:
+        await producer.aclose()
+        await api.aclose()
