@@ -3,9 +3,10 @@
 ``app.get_functions()`` (test_app_function_index.py) is what the SDK declares; this is what the worker
 makes of it: ``azure-functions-runtime`` (Python >= 3.13) handles a worker-init and a functions-metadata
 request for this directory, with the app settings of local.settings.sample.json
-(``PYTHON_ENABLE_INIT_INDEXING=1``), in a process of its own (tests/app/worker_indexing.py). Where the
-library exports nothing to read (how it will invoke a function), that module reaches inside it and
-fails, naming what moved, if it has.
+(``PYTHON_ENABLE_INIT_INDEXING=1``), in a process of its own (tests/app/worker_indexing.py), then serves
+one streaming request through its HTTP server as the host would send it. Where the library exports
+nothing to read (how it will invoke a function), that module reaches inside it and fails, naming
+what moved, if it has.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 
 from tests.app.app_harness import ROOT
 from tests.app.test_app_function_index import EXPECTED_HTTP
+from tests.valkey_servers import ValkeyProcess
 
 if sys.version_info < (3, 13):
     pytest.skip(
@@ -47,15 +49,17 @@ def _type_name(pytype: type) -> str:
     return f"{pytype.__module__}.{pytype.__qualname__}"
 
 
-def run_worker_indexing(app_dir: Path, out_dir: Path) -> dict[str, Any]:
+def run_worker_indexing(
+    app_dir: Path, out_dir: Path, *extra: str, settings: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Index ``app_dir`` with the worker library in a fresh interpreter, with the sample's app settings."""
-    settings = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
-    assert settings["PYTHON_ENABLE_INIT_INDEXING"] == "1"
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    assert sample["PYTHON_ENABLE_INIT_INDEXING"] == "1"
     out = out_dir / "worker_index.json"
     result = subprocess.run(
-        [sys.executable, "-m", "tests.app.worker_indexing", str(app_dir), str(out)],
+        [sys.executable, "-m", "tests.app.worker_indexing", str(app_dir), str(out), *extra],
         cwd=ROOT,
-        env={**os.environ, **settings},
+        env={**os.environ, **sample, **(settings or {})},
         capture_output=True,
         text=True,
         timeout=120,
@@ -66,9 +70,20 @@ def run_worker_indexing(app_dir: Path, out_dir: Path) -> dict[str, Any]:
     return report
 
 
+SESSION_ID, CORRELATION_ID = "s-worker-proxy", "c-worker-proxy"
+
+
 @pytest.fixture(scope="module")
-def indexed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    report = run_worker_indexing(ROOT, tmp_path_factory.mktemp("worker_index"))
+def indexed(tmp_path_factory: pytest.TempPathFactory, valkey_server: ValkeyProcess) -> dict[str, Any]:
+    """The worker's start on this app, then one resume request served through it (``--stream``)."""
+    report = run_worker_indexing(
+        ROOT,
+        tmp_path_factory.mktemp("worker_index"),
+        "--stream",
+        SESSION_ID,
+        CORRELATION_ID,
+        settings={"VALKEY_HOST": valkey_server.host, "VALKEY_PORT": str(valkey_server.port)},
+    )
     assert report["init"]["status"] == "Success", report["init"]["exception"]
     assert report["metadata"]["status"] == "Success", report["metadata"]["exception"]
     return report
@@ -146,6 +161,38 @@ def test_each_agent_reaches_the_host_as_its_durable_entity_trigger(indexed: dict
         assert functions[name]["bindings"] == {"context": {"type": "entityTrigger", "direction": IN, "data_type": None}}
         entity = indexed["worker"]["functions"][name]
         assert not entity["is_http_func"] and not entity["served_through_http_proxy"]
+
+
+def test_a_turn_streams_live_through_the_workers_http_server(indexed: dict[str, Any]) -> None:
+    stream = indexed["stream"]
+    assert "error" not in stream, stream.get("error")
+
+    assert stream["invocation"]["status"] == "Success", stream["invocation"]["exception"]
+    assert stream["status_code"] == 200
+    assert stream["content_type"].startswith("text/event-stream")
+    events = stream["events"]
+    assert [(event.get("event"), event["data"]) for event in events] == [
+        ("message", "Lisbon "),
+        ("message", "in three "),
+        ("message", "days."),
+        ("done", ""),
+    ]
+    ids = [tuple(int(part) for part in event["id"].split("-")) for event in events]
+    assert ids == sorted(set(ids)), "each event carries its Valkey entry id, in order"
+    # The rest of the turn was written only once its first two chunks had come through: the worker
+    # answered the invocation at once and streamed the body while the turn went on.
+    assert stream["invocation"]["seconds"] < stream["rest_written"] < events[2]["seconds"]
+    assert events[1]["seconds"] < stream["rest_written"]
+
+
+def test_a_worker_internal_that_has_moved_fails_naming_it() -> None:
+    import azure_functions_runtime.handle_event as handle_event
+
+    from tests.app.worker_indexing import reach_inside
+
+    assert reach_inside(handle_event, "_functions") is handle_event._functions
+    with pytest.raises(RuntimeError, match=r"handle_event\._registry_that_moved .*reaches inside the worker"):
+        reach_inside(handle_event, "_registry_that_moved")
 
 
 def test_the_worker_refuses_a_classic_http_request_next_to_streaming_routes(tmp_path: Path) -> None:
