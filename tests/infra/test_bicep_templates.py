@@ -753,7 +753,7 @@ def test_ci_runs_checkov_from_its_own_virtual_environment() -> None:
     )
     ci = (REPO_ROOT / ".ci" / "run").read_text()
     assert ".venv-checkov/bin/pip install" in ci and "-r requirements-checkov.txt" in ci
-    scan = re.search(r"^\.venv-checkov/bin/checkov .*$", ci, re.MULTILINE)
+    scan = re.search(r"^\s*\.venv-checkov/bin/checkov .*$", ci, re.MULTILINE)
     assert scan, "CI runs checkov"
     for flag in ("--framework bicep", "--skip-download", "-d infra"):
         assert flag in scan.group(0)
