@@ -108,6 +108,13 @@ param durableTaskSchedulerSku string = 'Consumption'
 param taskHubName string = 'agentshub'
 
 @allowed([
+  '3.12'
+  '3.13'
+])
+@description('Python version of the Function App. 3.13 runs on azure-functions 1.25, the last release that installs there and that Agent Framework accepts (see README).')
+param pythonVersion string = '3.12'
+
+@allowed([
   512
   2048
   4096
@@ -311,6 +318,7 @@ module api './app/api.bicep' = {
     storageBlobEndpoint: storage.outputs.blobEndpoint
     deploymentContainerName: deploymentStorageContainerName
     applicationInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
+    pythonVersion: pythonVersion
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
     virtualNetworkSubnetId: vnetEnabled ? vnet.outputs.appSubnetId : ''

@@ -1,4 +1,4 @@
-// The Function App: Flex Consumption (FC1) on Linux, Python 3.12, one user-assigned identity for
+// The Function App: Flex Consumption (FC1) on Linux, Python 3.12 or 3.13, one user-assigned identity for
 // everything. The app settings carry the names the code reads (see README and
 // local.settings.sample.json); connections are identity-based, no secret is stored.
 
@@ -50,6 +50,13 @@ param deploymentContainerName string
 @minLength(1)
 @description('Application Insights connection string.')
 param applicationInsightsConnectionString string
+
+@allowed([
+  '3.12'
+  '3.13'
+])
+@description('Python version of the app; CI tests both (see README, Supported Python versions).')
+param pythonVersion string = '3.12'
 
 @allowed([
   512
@@ -325,7 +332,7 @@ resource functionApp 'Microsoft.Web/sites@2024-11-01' = {
       }
       runtime: {
         name: 'python'
-        version: '3.12'
+        version: pythonVersion
       }
     }
   }

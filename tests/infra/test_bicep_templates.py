@@ -350,7 +350,7 @@ def test_storage_accepts_only_entra_id_over_tls12(templates: dict[str, dict[str,
 # --- function app ----------------------------------------------------------------------------------
 
 
-def test_function_app_runs_python_312_on_flex_consumption(templates: dict[str, dict[str, Any]]) -> None:
+def test_function_app_runs_the_chosen_python_on_flex_consumption(templates: dict[str, dict[str, Any]]) -> None:
     api = templates["app/api.bicep"]
     plan = resource_body(api["modules"]["flexPlan"])["params"]
     assert api["modules"]["flexPlan"]["detail"]["path"] == "avm/res/web/serverfarm"
@@ -360,8 +360,26 @@ def test_function_app_runs_python_312_on_flex_consumption(templates: dict[str, d
     assert site["kind"] == "functionapp,linux"
     assert render(site["properties"]["serverFarmId"]) == "flexPlan.outputs.resourceId"
     config = site["properties"]["functionAppConfig"]
-    assert config["runtime"] == {"name": "python", "version": "3.12"}
+    assert config["runtime"] == {"name": "python", "version": "pythonVersion"}
     assert set(config["scaleAndConcurrency"]) == {"instanceMemoryMB", "maximumInstanceCount"}
+
+
+def test_python_version_is_a_parameter_that_defaults_to_312(templates: dict[str, dict[str, Any]]) -> None:
+    main = templates["main.bicep"]
+    for file in ("main.bicep", "app/api.bicep"):
+        param = templates[file]["parameters"]["pythonVersion"]
+        assert decorator(param, "allowed") == ["3.12", "3.13"], file
+        assert param["default"] == "3.12", file
+    assert _module_params(main, "api")["pythonVersion"] == "pythonVersion"
+    mapped = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert mapped["pythonVersion"] == {"value": "${APP_PYTHON_VERSION=3.12}"}
+
+
+def test_every_python_version_infra_offers_is_one_ci_tests(templates: dict[str, dict[str, Any]]) -> None:
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    tested = set(re.findall(r"^PY\d+=\$\(python_for (3\.\d+)\)$", ci, re.MULTILINE))
+    offered = set(decorator(templates["main.bicep"]["parameters"]["pythonVersion"], "allowed"))
+    assert offered <= tested, f"infra offers Python {sorted(offered - tested)}, which CI does not test"
 
 
 def test_function_app_uses_its_user_assigned_identity_for_the_package(templates: dict[str, dict[str, Any]]) -> None:
@@ -737,7 +755,7 @@ def test_ci_runs_checkov_from_its_own_virtual_environment() -> None:
     )
     ci = (REPO_ROOT / ".ci" / "run").read_text()
     assert ".venv-checkov/bin/pip install" in ci and "-r requirements-checkov.txt" in ci
-    scan = re.search(r"^\.venv-checkov/bin/checkov .*$", ci, re.MULTILINE)
+    scan = re.search(r"^\s*\.venv-checkov/bin/checkov .*$", ci, re.MULTILINE)
     assert scan, "CI runs checkov"
     for flag in ("--framework bicep", "--skip-download", "-d infra"):
         assert flag in scan.group(0)
