@@ -13,7 +13,8 @@ Metrics (meter ``valkey_buffer``; ``gen_ai.agent.name`` where the turn's agent i
   to its first entry in Valkey (recorded when the acceptance time is known, see ``begin_turn``).
 - ``agent_stream.readers.active`` (up-down counter): readers following a stream now.
 - ``agent_stream.delivery.lag`` (histogram, s): entry written (its id's time) to entry handed to the
-  reader's consumer (the HTTP response), for live entries; entries a resume replays are counted instead.
+  reader's consumer (the HTTP response), for live entries (entries a resume replays are counted
+  instead), sampled: a reader measures its first entry and then at most one entry every 50 ms.
 - ``agent_stream.resumes`` (counter): reads that resume from a cursor.
 - ``agent_stream.replayed.entries`` (counter): entries those reads caught up on from Valkey.
 - ``agent_stream.reconciliations`` (counter): streams completed from the committed outcome.
@@ -46,12 +47,21 @@ ENTRIES_DROPPED_ATTRIBUTE = "agent_stream.entries.dropped"
 WRITE_SPAN = "agent_stream.write"
 READ_SPAN = "agent_stream.read"
 
+# A reader measures the delivery lag of at most one entry per this many seconds: a measurement costs
+# the SDK some 15 us, as much as handing the entry on, and a fast stream's lag barely changes within it.
+_LAG_SAMPLE_SECONDS = 0.05
+
 # Batch events per turn span: enough to see how a stream started and where it stalled, without a
 # long answer (where nearly every chunk is a batch of its own) costing an event per chunk.
 _MAX_BATCH_EVENTS = 32
 
 _SHORT_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _LONG_SECONDS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0)
+
+# The context of the measurements made per batch or per entry: outside any span, so that the SDK's
+# default exemplar filter (one exemplar offered per measurement made in a sampled span) does not cost
+# more than the measurement itself. The once-per-turn time to first chunk keeps its trace exemplar.
+_NO_EXEMPLAR = trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context())
 
 _meter = metrics.get_meter("valkey_buffer")
 _tracer = trace.get_tracer("valkey_buffer")
@@ -152,8 +162,8 @@ class TurnTelemetry:
 
     def batch_written(self, entries: int, seconds: float) -> None:
         """One batch round trip that succeeded."""
-        CHUNKS_WRITTEN.add(entries, self.attributes)
-        WRITE_DURATION.record(seconds, self.attributes)
+        CHUNKS_WRITTEN.add(entries, self.attributes, _NO_EXEMPLAR)
+        WRITE_DURATION.record(seconds, self.attributes, _NO_EXEMPLAR)
         self._batches += 1
         self._entries += entries
         if not self._first_written:
@@ -165,7 +175,7 @@ class TurnTelemetry:
     def batch_failed(self, entries: int, seconds: float, error: BaseException) -> None:
         """One batch round trip that failed (it may be retried)."""
         error_type = type(error).__qualname__
-        WRITE_DURATION.record(seconds, {**self.attributes, "error.type": error_type})
+        WRITE_DURATION.record(seconds, {**self.attributes, "error.type": error_type}, _NO_EXEMPLAR)
         if self._recording and self._batches <= _MAX_BATCH_EVENTS:
             event: dict[str, Any] = {
                 "agent_stream.entries": entries,
@@ -255,6 +265,7 @@ class ReaderTelemetry:
         self._attributes: dict[str, Any] = {}
         self._delivered = 0
         self._replayed = 0
+        self._next_lag_sample = 0.0
         self._active = False
 
     @property
@@ -285,15 +296,19 @@ class ReaderTelemetry:
     def delivered(self, written_ms: int) -> None:
         """A live entry (written at ``written_ms``, its id's time) is handed to the consumer."""
         self._delivered += 1
+        now = time.monotonic()
+        if now < self._next_lag_sample:
+            return
+        self._next_lag_sample = now + _LAG_SAMPLE_SECONDS
         lag = time.time() - written_ms / 1000
-        DELIVERY_LAG.record(lag if lag > 0 else 0.0, self._attributes)
+        DELIVERY_LAG.record(lag if lag > 0 else 0.0, self._attributes, _NO_EXEMPLAR)
 
     def replayed(self, entries: int) -> None:
         """A resumed read caught up on ``entries`` entries from Valkey."""
         if entries:
             self._delivered += entries
             self._replayed += entries
-            REPLAYED_ENTRIES.add(entries, self._attributes)
+            REPLAYED_ENTRIES.add(entries, self._attributes, _NO_EXEMPLAR)
 
     def reconciled(self) -> None:
         """The stream was completed from the committed outcome."""

@@ -89,9 +89,9 @@ async def test_a_streamed_cut_and_resumed_turn_records_every_metric_with_plausib
     # Time to first chunk: from the route's acceptance to the first entry in Valkey, once per turn.
     first = delta(before, after, "agent_stream.turn.time_to_first_chunk", BY_AGENT)
     assert first.count == 1 and 0 < first.total < turn_seconds
-    # Delivery lag of the entries shown live: at least the five, each well under a second here.
+    # Delivery lag of the entries shown live (a sample: the first, then one per 50 ms), under a second here.
     lag = delta(before, after, "agent_stream.delivery.lag", BY_AGENT)
-    assert lag.count >= len(live) and 0 <= lag.total / lag.count < 1
+    assert lag.count >= 1 and 0 <= lag.total / lag.count < 1
     # Nothing was lost, nothing needed the committed outcome.
     assert delta(before, after, "agent_stream.entries.dropped").value == 0
     assert delta(before, after, "agent_stream.reconciliations").value == 0
@@ -170,3 +170,31 @@ async def test_a_stream_completed_from_the_committed_outcome_is_a_reconciliation
     assert delta(before, after, "agent_stream.readers.active").value == 0
     reader = await otel.wait_for_span(lambda s: s.name == "agent_stream.read", what="the reader span")
     assert reader.attributes["agent_stream.end"] == "reconciled"
+
+
+async def test_a_fast_streams_delivery_lag_is_sampled_not_measured_per_entry(
+    valkey_settings: ValkeySettings, otel: OtelCapture
+) -> None:
+    buffer = ValkeyStreamBuffer(valkey_settings)
+    session = new_id()
+    before = otel.snapshot()
+    try:
+        reader = asyncio.create_task(_drain(buffer, session))
+        await asyncio.sleep(0.2)  # following live
+        started = time.monotonic()
+        for i in range(300):
+            await buffer.write_chunk(session, f"w{i} ", correlation_id="t", agent="travel")
+        await buffer.write_completion(session, correlation_id="t", agent="travel")
+        delivered = await asyncio.wait_for(reader, 10)
+        took = time.monotonic() - started
+    finally:
+        await buffer.aclose()
+    after = otel.snapshot()
+
+    lag = delta(before, after, "agent_stream.delivery.lag", {"gen_ai.agent.name": "travel"})
+    assert delivered == 301
+    assert 1 <= lag.count <= 1 + took / 0.05, f"{lag.count} measurements for {delivered} entries in {took:.2f} s"
+
+
+async def _drain(buffer: ValkeyStreamBuffer, session: str) -> int:
+    return len([chunk async for chunk in buffer.read_stream(session, correlation_id="t")])
