@@ -4,6 +4,7 @@ and metrics, OTLP exporters send spans, metrics and logs (with their trace ids) 
 from __future__ import annotations
 
 import json
+import shlex
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -17,7 +18,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from tests.e2e.devhost_process import DevHostProcess, run_devhost, scrubbed_environment
+from tests.e2e.devhost_process import PROJECT_ROOT, DevHostProcess, run_devhost, scrubbed_environment
 
 TRACE_ID = "5b8efff798038103d269b633813fc60c"
 TRACEPARENT = f"00-{TRACE_ID}-eee19b7ec3c1b174-01"
@@ -71,19 +72,25 @@ def _metric_names(document: dict[str, Any]) -> set[str]:
     }
 
 
-def test_console_exporters_print_a_turns_spans_and_metrics(devhost_workdir: Path) -> None:
-    env = {
-        "OTEL_TRACES_EXPORTER": "console",
-        "OTEL_METRICS_EXPORTER": "console",
-        "OTEL_METRIC_EXPORT_INTERVAL": "1000",
-        "SCRIPTED_CHUNK_DELAY_MS": "5",
-    }
+def _readme_console_command() -> dict[str, str]:
+    """The settings of the README's first local telemetry command (``OTEL_...=console ... -m devhost``)."""
+    section = (PROJECT_ROOT / "README.md").read_text().split("## Observability", 1)[1].split("### Locally", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    command = next(line for line in block.splitlines() if "-m devhost" in line and not line.startswith("#"))
+    words = shlex.split(command)
+    assert words[-3:] == [".venv/bin/python", "-m", "devhost"], command
+    return dict(word.split("=", 1) for word in words[:-3])
+
+
+def test_the_readmes_console_command_prints_a_turns_spans_and_metrics(devhost_workdir: Path) -> None:
+    env = {**_readme_console_command(), "SCRIPTED_CHUNK_DELAY_MS": "5"}
+    assert env["OTEL_TRACES_EXPORTER"] == env["OTEL_METRICS_EXPORTER"] == "console"
     host = DevHostProcess.start(devhost_workdir, env=env, name="otel-console")
     try:
-        assert "Telemetry traces -> console; metrics -> console every 1 s" in host.log()
+        assert "Telemetry traces -> console; metrics -> console every 10 s" in host.log()
         correlation_id = _stream_one_turn(host)
     finally:
-        assert host.stop() == 0
+        assert host.stop() == 0  # Ctrl-C exports the metrics gathered so far
     documents = list(_json_objects(host.log()))
 
     spans = [d for d in documents if "context" in d and "name" in d]
