@@ -51,8 +51,9 @@ READ_SPAN = "agent_stream.read"
 # the SDK some 15 us, as much as handing the entry on, and a fast stream's lag barely changes within it.
 _LAG_SAMPLE_SECONDS = 0.05
 
-# Batch events per turn span: enough to see how a stream started and where it stalled, without a
-# long answer (where nearly every chunk is a batch of its own) costing an event per chunk.
+# Batch events per turn span (written and failed alike): enough to see how a stream started and where
+# it stalled, without a long answer (where nearly every chunk is a batch of its own) or a long outage
+# (a retry a second) costing an event each.
 _MAX_BATCH_EVENTS = 32
 
 _SHORT_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -141,6 +142,7 @@ class TurnTelemetry:
         self._accepted_at_ms = accepted_at_ms
         self._first_written = False
         self._batches = 0
+        self._events = 0
         self._entries = 0
         self._dropped = 0
         self.span = _tracer.start_span(
@@ -169,14 +171,16 @@ class TurnTelemetry:
         if not self._first_written:
             self._first_written = True
             self._first_entry_written()
-        if self._recording and self._batches <= _MAX_BATCH_EVENTS:
+        if self._recording and self._events < _MAX_BATCH_EVENTS:
+            self._events += 1
             self.span.add_event("batch written", {"agent_stream.entries": entries, "agent_stream.duration_s": seconds})
 
     def batch_failed(self, entries: int, seconds: float, error: BaseException) -> None:
         """One batch round trip that failed (it may be retried)."""
         error_type = type(error).__qualname__
         WRITE_DURATION.record(seconds, {**self.attributes, "error.type": error_type}, _NO_EXEMPLAR)
-        if self._recording and self._batches <= _MAX_BATCH_EVENTS:
+        if self._recording and self._events < _MAX_BATCH_EVENTS:
+            self._events += 1
             event: dict[str, Any] = {
                 "agent_stream.entries": entries,
                 "agent_stream.duration_s": seconds,
