@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import errno
 import logging
 import os
@@ -13,6 +14,7 @@ import threading
 from collections.abc import Mapping, Sequence
 
 from ._host import HostOptions, HostStartError, LocalHost, bind_listening_socket
+from ._telemetry import TelemetryConfigError, TraceIdsLogFilter, configure_telemetry
 from ._valkey import configured_valkey
 
 
@@ -22,7 +24,8 @@ def _parse(argv: Sequence[str] | None) -> HostOptions:
         description=(
             "Run function_app.app locally without Azure tooling: its HTTP functions on uvicorn, durable "
             "entities on the Durable Task SDK's in-memory backend, Valkey embedded unless VALKEY_HOST or "
-            "VALKEY_URL is set."
+            "VALKEY_URL is set. OpenTelemetry: OTEL_TRACES_EXPORTER, OTEL_METRICS_EXPORTER and "
+            "OTEL_LOGS_EXPORTER = console or otlp (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_METRIC_EXPORT_INTERVAL)."
         ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to serve HTTP on (default 127.0.0.1)")
@@ -111,8 +114,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(
         level=logging.INFO if options.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s%(trace_ids)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(TraceIdsLogFilter())
+    try:
+        telemetry = configure_telemetry(os.environ)
+    except TelemetryConfigError as error:
+        print(f"devhost: {error}", file=sys.stderr)
+        return 2
+    if telemetry is not None:
+        options = dataclasses.replace(options, telemetry=telemetry.describe())
     try:
         sock = bind_listening_socket(options.host, options.port)
     except OSError as exc:
@@ -121,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"devhost: cannot listen on {options.host}:{options.port}: {reason} (choose another with --port)",
             file=sys.stderr,
         )
+        if telemetry is not None:
+            telemetry.shutdown()
         return 1
     # SIGTERM stops the host the way Ctrl-C does: every part is stopped, nothing is left running.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
@@ -145,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, force)
         print("devhost: stopping...", flush=True)
         host.stop()
+        if telemetry is not None:
+            telemetry.shutdown()  # exports what is pending: the last spans and metrics
     print("devhost: stopped", flush=True)
     if start_error is not None:
         print(f"devhost: {start_error}", file=sys.stderr)

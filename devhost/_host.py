@@ -57,6 +57,7 @@ class HostOptions:
     app_module: str = "function_app"
     ready_file: str | None = None
     verbose: bool = False
+    telemetry: str = ""  # where OpenTelemetry data goes (see _telemetry); empty: nowhere
 
 
 class HostStartError(RuntimeError):
@@ -253,6 +254,11 @@ class LocalHost:
             f"  Durable   {backend}",
             f"  Worker    {worker}",
             f"  Model     {models}",
+            "  Telemetry "
+            + (
+                opts.telemetry
+                or "off (OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER / OTEL_LOGS_EXPORTER = console or otlp)"
+            ),
             "  Auth      function keys are not checked locally (as with func start)",
             "  Functions",
         ]

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -46,6 +47,7 @@ from ._event_stream import DeadlineStreamingResponse, sse_body, text_body
 from ._responses import RequestError, json_error
 from ._run_input import RunInput, parse_run_input
 from ._settings import RunInputSettings, StreamSettings
+from ._telemetry import current_trace_headers, note_turn, traced_route
 from ._turn_outcome import (
     SessionTurn,
     SupportsEntityClient,
@@ -116,6 +118,7 @@ class AgentHttpApi:
 
     # ----- routes -----
 
+    @traced_route("agents/{name}/run")
     async def run_turn(self, req: Request, client: SupportsEntityClient) -> Response:
         """``POST /api/agents/{name}/run``: start a turn; 202 with its ids, or the committed answer.
 
@@ -162,6 +165,7 @@ class AgentHttpApi:
             status_code = 202
         return JSONResponse(payload, status_code=status_code, headers=_id_headers(session_id, correlation_id))
 
+    @traced_route("agents/{name}/stream")
     async def stream_turn(self, req: Request, client: SupportsEntityClient) -> Response:
         """``POST /api/agents/{name}/stream``: start a turn and stream it live in the same response.
 
@@ -196,6 +200,7 @@ class AgentHttpApi:
             cursor,
             correlation_id=correlation_id,
             committed_turn=self._committed_turn_lookup(client, session_id, agent),
+            resumed=False,  # the cursor only skips the session's history: this reader starts the turn's stream
         )
         start = {
             "agent": agent,
@@ -210,6 +215,7 @@ class AgentHttpApi:
             headers={**_id_headers(session_id, correlation_id), STREAM_URL_RESPONSE_HEADER: stream_url},
         )
 
+    @traced_route("agent/stream/{session_id}")
     async def resume_stream(self, req: Request, client: SupportsEntityClient) -> Response:
         """``GET /api/agent/stream/{session_id}``: follow a session's stream from a cursor.
 
@@ -226,6 +232,7 @@ class AgentHttpApi:
             return json_error(str(error), 400)
         return await self._follow(req, client, session_id, correlation_id)
 
+    @traced_route("streams/{session_id}")
     async def stream_with_token(self, req: Request, client: SupportsEntityClient) -> Response:
         """``GET /api/streams/{session_id}?token=...``: the resume route for browsers, without the function key.
 
@@ -249,6 +256,7 @@ class AgentHttpApi:
             return json_error("The stream token is for another stream.", 403)
         return await self._follow(req, client, session_id, correlation_id)
 
+    @traced_route("agents/{name}/sessions/{session_id}/turns/{correlation_id}")
     async def turn_status(self, req: Request, client: SupportsEntityClient) -> Response:
         """``GET /api/agents/{name}/sessions/{session_id}/turns/{correlation_id}``: the committed outcome.
 
@@ -264,6 +272,7 @@ class AgentHttpApi:
             return json_error(error.message, error.status_code)
         return _outcome_response(agent, session_id, correlation_id, outcome)
 
+    @traced_route("agents/{name}/sessions/{session_id}/turns/{correlation_id}/cancel")
     async def cancel_turn(self, req: Request, client: SupportsEntityClient) -> Response:
         """``POST /api/agents/{name}/sessions/{session_id}/turns/{correlation_id}/cancel``: stop a turn.
 
@@ -288,6 +297,7 @@ class AgentHttpApi:
         body = {"agent": agent, SESSION_ID_FIELD: session_id, "correlation_id": correlation_id, "status": "cancelling"}
         return JSONResponse(body, status_code=202)
 
+    @traced_route("agents/{name}/sessions/{session_id}")
     async def session_history(self, req: Request, client: SupportsEntityClient) -> Response:
         """``GET /api/agents/{name}/sessions/{session_id}``: the session's turns, and the one that runs.
 
@@ -333,6 +343,7 @@ class AgentHttpApi:
             body["running"] = {"correlation_id": running.correlation_id, "stream_url": url}
         return JSONResponse(body, status_code=200)
 
+    @traced_route("health")
     async def health(self, req: Request) -> Response:
         """``GET /api/health``: liveness, Valkey reachability (503 when unreachable) and the agents."""
         reachable = await self.buffer.ping()
@@ -346,6 +357,7 @@ class AgentHttpApi:
             body["error"] = "Valkey is unreachable."
         return JSONResponse(body, status_code=200 if reachable else 503)
 
+    @traced_route("chat")
     async def chat_page(self, req: Request) -> Response:
         """``GET /api/chat``: the browser page that streams a turn with ``EventSource``."""
         path = self.chat_page_path
@@ -436,6 +448,8 @@ class AgentHttpApi:
         """
         session_id = run_input.session_id or uuid.uuid4().hex
         correlation_id = uuid.uuid4().hex
+        accepted_at_ms = int(time.time() * 1000)
+        note_turn(session_id, correlation_id)
         request = RunRequest(
             message=run_input.message,
             correlation_id=correlation_id,
@@ -443,11 +457,16 @@ class AgentHttpApi:
             role=run_input.role,
             enable_tool_calls=run_input.enable_tool_calls,
             created_at=datetime.now(UTC),
-            # Where the turn streams: the failure middleware reads it (see travel_agents._turn_failures).
-            options=turn_options(session_id, correlation_id),
+            # Where the turn streams and the trace it continues: the agent middleware reads them (see
+            # travel_agents._turn_failures and _turn_tracing).
+            options=turn_options(
+                session_id, correlation_id, accepted_at_ms=accepted_at_ms, trace_headers=current_trace_headers()
+            ),
         )
         # Recorded first: from the moment the route answers, the status route says "pending".
-        await self.buffer.record_turn_accepted(session_id, correlation_id, agent, message=run_input.message)
+        await self.buffer.record_turn_accepted(
+            session_id, correlation_id, agent, message=run_input.message, accepted_at_ms=accepted_at_ms
+        )
         try:
             await client.signal_entity(agent_entity_id(agent, session_id), "run", request.to_dict())
         except Exception as error:

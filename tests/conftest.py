@@ -1,4 +1,4 @@
-"""Fixtures shared by every test: real Valkey servers (standalone and cluster) on loopback."""
+"""Fixtures shared by every test: real Valkey servers (standalone and cluster), and the OpenTelemetry SDK."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.otel_capture import OtelCapture
 from tests.valkey_servers import ValkeyCluster, ValkeyProcess
 from valkey_buffer import ValkeySettings
 
@@ -39,3 +40,17 @@ def cluster_settings(valkey_cluster: ValkeyCluster) -> ValkeySettings:
     return ValkeySettings(
         host=valkey_cluster.host, port=valkey_cluster.port, cluster=True, read_idle_timeout_seconds=5.0
     )
+
+
+@pytest.fixture(scope="session")
+def otel_sdk() -> OtelCapture:
+    """The OpenTelemetry SDK with in-memory span exporter and metric reader, installed for the rest of the session."""
+    return OtelCapture()
+
+
+@pytest.fixture
+def otel(otel_sdk: OtelCapture) -> Iterator[OtelCapture]:
+    """The SDK, keeping the spans that end during this test."""
+    otel_sdk.start()
+    yield otel_sdk
+    otel_sdk.stop()

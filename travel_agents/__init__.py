@@ -1,4 +1,4 @@
-"""The app's agents, the model they use, and the middleware that reports failed turns and stops cancelled ones."""
+"""The app's agents, the model they use, and the middleware that traces turns, reports failures and stops turns."""
 
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ from ._tools import estimate_trip_budget, get_destination_weather
 from ._travel_agent import TRAVEL_AGENT_INSTRUCTIONS, TRAVEL_AGENT_NAME, create_travel_agent
 from ._turn_cancellation import SupportsCancellation, TurnCanceller
 from ._turn_failures import SupportsWriteError, TurnFailureReporter
+from ._turn_tracing import SupportsTurnTracing, TurnTracing
 
 
-class SupportsTurnControl(SupportsWriteError, SupportsCancellation, Protocol):
+class SupportsTurnControl(SupportsWriteError, SupportsCancellation, SupportsTurnTracing, Protocol):
     """What the agents' middleware needs from the app's stream buffer (``ValkeyStreamBuffer`` has it)."""
 
 
@@ -31,14 +32,16 @@ def build_agents(settings: ModelSettings, *, buffer: SupportsTurnControl) -> lis
 
     Args:
         settings: Which model to use.
-        buffer: The app's stream buffer: a failed turn's ``error`` entry is written to it, and the
-            turns' cancel requests are read from it.
+        buffer: The app's stream buffer: a failed turn's ``error`` entry is written to it, the
+            turns' cancel requests are read from it, and it is told which trace each turn's stream
+            belongs to.
 
     Returns:
         The agents; each becomes a durable entity ``dafx-{name}``.
     """
     client = create_chat_client(settings)
-    middleware = [TurnFailureReporter(buffer), TurnCanceller(buffer)]
+    # The tracing middleware goes first (outermost): everything the others do runs in the turn's trace.
+    middleware = [TurnTracing(buffer), TurnFailureReporter(buffer), TurnCanceller(buffer)]
     return [create_travel_agent(client, middleware=middleware)]
 
 
@@ -55,9 +58,11 @@ __all__ = [
     "StreamTurn",
     "SupportsCancellation",
     "SupportsTurnControl",
+    "SupportsTurnTracing",
     "SupportsWriteError",
     "TurnCanceller",
     "TurnFailureReporter",
+    "TurnTracing",
     "build_agents",
     "create_chat_client",
     "create_travel_agent",

@@ -5,13 +5,15 @@ cancellation middleware both need them. The HTTP routes therefore put them into 
 options under a private key (:func:`turn_options`), which the durable entity forwards to
 ``agent.run(options=...)`` (for its streaming run and for its non-streaming retry alike). The first
 middleware that looks takes the key out, so the chat client never sees it, and leaves the ids in the
-run's middleware metadata for the others.
+run's middleware metadata for the others. The same key carries what the tracing middleware needs on
+the other side of the durable hop: the accepting request's trace context (W3C headers) and when it
+accepted the turn.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agent_framework import AgentContext
@@ -22,23 +24,45 @@ TURN_OPTION_KEY = "_valkey_stream_turn"
 
 @dataclass(frozen=True)
 class StreamTurn:
-    """The stream (session) and turn (correlation) a run writes to."""
+    """The stream (session) and turn (correlation) a run writes to, and where the turn's trace is.
+
+    Attributes:
+        session_id: The durable entity key, which is also the stream's conversation id.
+        correlation_id: The turn's correlation id.
+        accepted_at_ms: When the HTTP route accepted the turn (milliseconds since the epoch), if known.
+        trace_headers: The accepting request's trace context (``traceparent``...); empty if untraced.
+    """
 
     session_id: str
     correlation_id: str
+    accepted_at_ms: int | None = None
+    trace_headers: Mapping[str, str] = field(default_factory=dict)
 
 
-def turn_options(session_id: str, correlation_id: str) -> dict[str, Any]:
-    """Return ``RunRequest`` options that tell the middleware where a turn streams.
+def turn_options(
+    session_id: str,
+    correlation_id: str,
+    *,
+    accepted_at_ms: int | None = None,
+    trace_headers: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Return ``RunRequest`` options that tell the middleware where a turn streams and where it is traced.
 
     Args:
         session_id: The durable entity key, which is also the stream's conversation id.
         correlation_id: The turn's correlation id.
+        accepted_at_ms: When the route accepted the turn, in milliseconds since the epoch.
+        trace_headers: The route's trace context as W3C headers (``traceparent``, ``tracestate``).
 
     Returns:
         A dict to pass as ``RunRequest(options=...)``.
     """
-    return {TURN_OPTION_KEY: {"session_id": session_id, "correlation_id": correlation_id}}
+    turn: dict[str, Any] = {"session_id": session_id, "correlation_id": correlation_id}
+    if accepted_at_ms is not None:
+        turn["accepted_at_ms"] = accepted_at_ms
+    if trace_headers:
+        turn["trace"] = dict(trace_headers)
+    return {TURN_OPTION_KEY: turn}
 
 
 def stream_turn_of(context: AgentContext) -> StreamTurn | None:
@@ -62,4 +86,15 @@ def _parse(raw: object) -> StreamTurn | None:
     session_id, correlation_id = raw.get("session_id"), raw.get("correlation_id")
     if not isinstance(session_id, str) or not isinstance(correlation_id, str) or not session_id or not correlation_id:
         return None
-    return StreamTurn(session_id=session_id, correlation_id=correlation_id)
+    accepted_at_ms = raw.get("accepted_at_ms")
+    if not isinstance(accepted_at_ms, int) or isinstance(accepted_at_ms, bool):
+        accepted_at_ms = None
+    trace = raw.get("trace")
+    headers = (
+        {k: v for k, v in trace.items() if isinstance(k, str) and isinstance(v, str)}
+        if isinstance(trace, Mapping)
+        else {}
+    )
+    return StreamTurn(
+        session_id=session_id, correlation_id=correlation_id, accepted_at_ms=accepted_at_ms, trace_headers=headers
+    )

@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from glide import (
@@ -24,6 +24,7 @@ from glide import (
     StreamAddOptions,
     TrimByMaxLen,
 )
+from opentelemetry import context as otel_context
 
 from ._cancellation import TurnCancellation, cancel_key, marks_cancelled
 from ._chunk import StreamChunk
@@ -34,6 +35,7 @@ from ._loop_clients import LiveFeedMode, LoopClients
 from ._notified_feed import NotifiedFeed, add_notification, is_pubsub_refusal
 from ._settings import ValkeySettings
 from ._stream_reader import CommittedTurnLookup, SequenceFilter, StreamReader
+from ._telemetry import ReaderTelemetry, TurnTelemetry, trace_carrier
 from ._turn_writer import Fields, TurnWriter, WriteStats, wait_briefly
 
 if TYPE_CHECKING:
@@ -72,11 +74,14 @@ class AcceptedTurn:
         accepted_at_ms: When it was accepted, in milliseconds since the epoch.
         message: The user's message, when it was recorded (the agent's state has it only once the
             turn is committed).
+        trace_headers: The W3C trace context (``traceparent``...) of the request that accepted it;
+            empty when it was not traced.
     """
 
     agent: str
     accepted_at_ms: int
     message: str | None = None
+    trace_headers: Mapping[str, str] = field(default_factory=dict)
 
 
 class ValkeyStreamBuffer:
@@ -258,13 +263,58 @@ class ValkeyStreamBuffer:
             conversation_id, correlation_id, agent, final_text=None, error=message or "error", cancelled=False
         )
 
-    async def record_turn_accepted(
-        self, conversation_id: str, correlation_id: str, agent: str, *, message: str | None = None
+    def begin_turn(
+        self,
+        conversation_id: str,
+        correlation_id: str,
+        *,
+        agent: str | None = None,
+        trace_context: otel_context.Context | None = None,
+        accepted_at_ms: int | None = None,
     ) -> None:
+        """Say where a turn's telemetry belongs, before its first chunk (optional; call it on the agent's loop).
+
+        The turn's ``agent_stream.write`` span joins ``trace_context`` (the trace of the request that
+        accepted the turn, carried across the durable hop), and ``agent_stream.turn.time_to_first_chunk``
+        is measured from ``accepted_at_ms``. Without this call the span joins the current trace and no
+        time to first chunk is recorded. A turn that has begun already is left as it is.
+
+        Args:
+            conversation_id: The session.
+            correlation_id: The turn.
+            agent: The agent's name.
+            trace_context: The trace the turn's span joins.
+            accepted_at_ms: When the turn was accepted, in milliseconds since the epoch.
+
+        Raises:
+            InvalidIdError: If an id is invalid.
+        """
+        self._turn(conversation_id, correlation_id, agent, trace_context=trace_context, accepted_at_ms=accepted_at_ms)
+
+    async def record_turn_accepted(
+        self,
+        conversation_id: str,
+        correlation_id: str,
+        agent: str,
+        *,
+        message: str | None = None,
+        accepted_at_ms: int | None = None,
+    ) -> AcceptedTurn:
         """Record that a turn was accepted (and its message), for as long as its stream would live.
 
         A turn exists from the moment an HTTP route accepts it, before the agent's state knows it:
-        :meth:`accepted_turn` tells "accepted, not started yet" from "never accepted".
+        :meth:`accepted_turn` tells "accepted, not started yet" from "never accepted". The record
+        keeps the current trace context, to which the turn's readers link their spans.
+
+        Args:
+            conversation_id: The session.
+            correlation_id: The turn.
+            agent: The agent that runs it.
+            message: The user's message (the agent's state has it only once the turn is committed).
+            accepted_at_ms: When it was accepted (milliseconds since the epoch); now by default.
+
+        Returns:
+            The record written.
 
         Raises:
             InvalidIdError: If an id is invalid.
@@ -272,7 +322,20 @@ class ValkeyStreamBuffer:
         """
         key = turns_key(conversation_id)
         validate_id(correlation_id, "correlation_id")
-        record = json.dumps({"agent": agent, "accepted_at_ms": int(time.time() * 1000), "message": message})
+        accepted = AcceptedTurn(
+            agent=agent,
+            accepted_at_ms=int(time.time() * 1000) if accepted_at_ms is None else accepted_at_ms,
+            message=message,
+            trace_headers=trace_carrier(),
+        )
+        fields: dict[str, Any] = {
+            "agent": accepted.agent,
+            "accepted_at_ms": accepted.accepted_at_ms,
+            "message": accepted.message,
+        }
+        if accepted.trace_headers:
+            fields["trace"] = dict(accepted.trace_headers)
+        record = json.dumps(fields)
         batch: Batch | ClusterBatch = ClusterBatch(is_atomic=True) if self.settings.cluster else Batch(is_atomic=True)
         batch.hset(key, {correlation_id: record})
         batch.expire(key, self.settings.stream_ttl_seconds)
@@ -281,6 +344,7 @@ class ValkeyStreamBuffer:
             await client.exec(batch, raise_on_error=True)
         except GlideError as error:
             raise ValkeyUnavailableError(f"Valkey at {self.settings.address} is unavailable: {error}") from error
+        return accepted
 
     async def accepted_turn(self, conversation_id: str, correlation_id: str) -> AcceptedTurn | None:
         """The record of an accepted turn (see :meth:`record_turn_accepted`), ``None`` if there is none.
@@ -312,10 +376,10 @@ class ValkeyStreamBuffer:
         except GlideError as error:
             raise ValkeyUnavailableError(f"Valkey at {self.settings.address} is unavailable: {error}") from error
         turns: dict[str, AcceptedTurn] = {}
-        for field, value in (raw or {}).items():
+        for correlation_id, value in (raw or {}).items():
             record = _accepted_turn(value)
             if record is not None:
-                turns[_text(field)] = record
+                turns[_text(correlation_id)] = record
         return turns
 
     # ----- cancellation -----
@@ -371,7 +435,7 @@ class ValkeyStreamBuffer:
 
     # ----- readers -----
 
-    async def read_stream(
+    def read_stream(
         self,
         conversation_id: str,
         cursor: str | None = None,
@@ -379,6 +443,7 @@ class ValkeyStreamBuffer:
         correlation_id: str | None = None,
         idle_timeout: float | None = None,
         committed_turn: CommittedTurnLookup | None = None,
+        resumed: bool | None = None,
     ) -> AsyncIterator[StreamChunk]:
         """Yield a stream's entries after ``cursor``, then follow new ones live.
 
@@ -401,6 +466,10 @@ class ValkeyStreamBuffer:
             correlation_id: Follow this turn only.
             idle_timeout: Seconds to wait for an entry; ``settings.read_idle_timeout_seconds`` by default.
             committed_turn: Looks up a turn's committed outcome (the source of truth).
+            resumed: Whether the read resumes a read that was cut (``agent_stream.resumes``, its
+                catch-up counted in ``agent_stream.replayed.entries``); by default, whether a cursor
+                was given. A reader that starts after the stream's current end to follow a new turn
+                is not a resume.
 
         Yields:
             The entries, in order, each once.
@@ -410,8 +479,38 @@ class ValkeyStreamBuffer:
             InvalidCursorError: If the cursor is not an entry id.
             ValkeyUnavailableError: If Valkey cannot be reached before the first entry.
         """
+        # The reader's span joins the trace current now (the HTTP request that reads), not the one
+        # current when the response body is iterated.
+        return self._read_stream(
+            conversation_id,
+            cursor,
+            correlation_id=correlation_id,
+            idle_timeout=idle_timeout,
+            committed_turn=committed_turn,
+            resumed=cursor is not None if resumed is None else resumed,
+            parent=otel_context.get_current(),
+        )
+
+    async def _read_stream(
+        self,
+        conversation_id: str,
+        cursor: str | None,
+        *,
+        correlation_id: str | None,
+        idle_timeout: float | None,
+        committed_turn: CommittedTurnLookup | None,
+        resumed: bool,
+        parent: otel_context.Context,
+    ) -> AsyncIterator[StreamChunk]:
         key, position = _reader_start(conversation_id, cursor, correlation_id)
         clients = self._clients()
+        telemetry = ReaderTelemetry(
+            conversation_id=conversation_id,
+            correlation_id=correlation_id,
+            resumed=resumed,
+            parent=parent,
+            turn_trace=lambda turn: self._turn_trace_headers(conversation_id, turn),
+        )
         reader = StreamReader(
             key=key,
             position=position,
@@ -422,6 +521,7 @@ class ValkeyStreamBuffer:
             idle_timeout=self.settings.read_idle_timeout_seconds if idle_timeout is None else idle_timeout,
             reconcile_after=self.settings.read_reconcile_seconds,
             committed_turn=committed_turn,
+            telemetry=telemetry,
         )
         async with contextlib.aclosing(reader.chunks()) as chunks:
             async for chunk in chunks:
@@ -571,19 +671,35 @@ class ValkeyStreamBuffer:
             )
         return self._token_source
 
-    def _turn(self, conversation_id: str, correlation_id: str, agent: str | None) -> TurnWriter:
+    def _turn(
+        self,
+        conversation_id: str,
+        correlation_id: str,
+        agent: str | None,
+        *,
+        trace_context: otel_context.Context | None = None,
+        accepted_at_ms: int | None = None,
+    ) -> TurnWriter:
         writer = self._turns.get((conversation_id, correlation_id))
         if writer is None:
             # The ids are checked once, when the turn's first entry arrives, not for every chunk.
             key = stream_key(conversation_id)
             validate_id(correlation_id, "correlation_id")
             self._forget_abandoned_turns()
+            telemetry = TurnTelemetry(
+                conversation_id=conversation_id,
+                correlation_id=correlation_id,
+                agent=agent,
+                parent=trace_context,
+                accepted_at_ms=accepted_at_ms,
+            )
             writer = TurnWriter(
                 key,
                 correlation_id,
                 agent,
                 self._write_batch,
                 self.stats,
+                telemetry,
                 max_pending=self._max_pending,
                 max_batch=self._max_batch,
                 retry_seconds=self._write_retry_seconds,
@@ -603,6 +719,7 @@ class ValkeyStreamBuffer:
         for turn, writer in list(self._turns.items()):
             if writer.is_idle and writer.last_activity < cutoff:
                 del self._turns[turn]
+                writer.telemetry.ended("abandoned", written=False)
 
     async def _end(
         self,
@@ -701,6 +818,10 @@ class ValkeyStreamBuffer:
             raise ValkeyUnavailableError(f"Valkey at {self.settings.address} is unavailable: {error}") from error
         return [(_text(entry_id), fields) for entry_id, fields in (reply or {}).items()]
 
+    async def _turn_trace_headers(self, conversation_id: str, correlation_id: str) -> Mapping[str, str] | None:
+        accepted = await self.accepted_turn(conversation_id, correlation_id)
+        return accepted.trace_headers if accepted is not None else None
+
     def _parse(self, entry_id: str, fields: Any) -> StreamChunk | None:
         try:
             pairs = fields.items() if isinstance(fields, Mapping) else fields
@@ -715,13 +836,14 @@ class ValkeyStreamBuffer:
 def _accepted_turn(raw: bytes | str) -> AcceptedTurn | None:
     try:
         record = json.loads(_text(raw))
-        message = record.get("message")
+        message, trace = record.get("message"), record.get("trace")
         return AcceptedTurn(
             agent=str(record["agent"]),
             accepted_at_ms=int(record["accepted_at_ms"]),
             message=message if isinstance(message, str) else None,
+            trace_headers={str(k): str(v) for k, v in trace.items()} if isinstance(trace, dict) else {},
         )
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         logger.warning("Ignored a malformed accepted-turn record")
         return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -95,11 +96,16 @@ class LoopClients:
 
     async def _connect(self, name: str, request_timeout_ms: int | None = None) -> GlideAnyClient:
         try:
-            client, renewal = await create_client(
-                self._settings,
-                token_source=self._token_source,
-                request_timeout_ms=request_timeout_ms,
-                client_name=name,
+            # In a context of its own: the client's background tasks (token renewal) serve every
+            # later request, not the one whose trace happens to be current when it connects.
+            client, renewal = await asyncio.get_running_loop().create_task(
+                create_client(
+                    self._settings,
+                    token_source=self._token_source,
+                    request_timeout_ms=request_timeout_ms,
+                    client_name=name,
+                ),
+                context=contextvars.Context(),
             )
         except GlideError as error:
             raise ValkeyUnavailableError(f"Valkey at {self._settings.address} is unavailable: {error}") from error

@@ -14,6 +14,7 @@ once with the committed text.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -24,6 +25,7 @@ from ._chunk import ChunkKind, StreamChunk
 from ._errors import ValkeyUnavailableError
 from ._ids import entry_order
 from ._live_feed import LiveFeed
+from ._telemetry import ReaderTelemetry
 
 logger = logging.getLogger("valkey_buffer")
 
@@ -92,6 +94,7 @@ class StreamReader:
         idle_timeout: Seconds without any entry before the reader gives up with an error.
         reconcile_after: Seconds without an entry of the followed turn before the outcome is asked.
         committed_turn: Asks the committed outcome; without it, the reader never reconciles.
+        telemetry: The reader's span and the read metrics.
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class StreamReader:
         idle_timeout: float,
         reconcile_after: float,
         committed_turn: CommittedTurnLookup | None,
+        telemetry: ReaderTelemetry,
     ) -> None:
         self._key = key
         self._position = position
@@ -121,6 +125,7 @@ class StreamReader:
         self._reconcile_after = reconcile_after
         self._committed_turn = committed_turn
         self._sequences = SequenceFilter()
+        self._telemetry = telemetry
         now = time.monotonic()
         self._idle_deadline = now + idle_timeout
         self._reconcile_at = now + reconcile_after
@@ -131,12 +136,22 @@ class StreamReader:
         Raises:
             ValkeyUnavailableError: If Valkey cannot be reached before the first entry.
         """
-        subscription = self._feed.subscribe(self._key)
+        telemetry = self._telemetry
+        # The feed's tasks start inside these calls and serve every reader of the loop: they start in
+        # an empty context, not in this reader's (whose trace their logs would otherwise carry).
+        subscription = contextvars.Context().run(self._feed.subscribe, self._key)
+        end = "closed"  # the consumer stopped reading first, unless the reader ends by itself
+        telemetry.started()
+        if self._turn is not None:
+            telemetry.turn_known(self._turn)
         try:
             if self._position != "0-0":
-                end = await self._learn_before_cursor()
-                if end is not None:
-                    yield end  # the cursor is at or after the turn's end: it ends at once
+                last = await self._learn_before_cursor()
+                if last is not None:
+                    if telemetry.resumed:
+                        telemetry.replayed(1)
+                    end = last.kind
+                    yield last  # the cursor is at or after the turn's end: it ends at once
                     return
             first_catch_up = True
             while True:
@@ -144,19 +159,29 @@ class StreamReader:
                     subscription.needs_catch_up = False
                     try:
                         async for entry_id, chunk in self._read_after(self._position):
-                            accepted = self._accept(entry_order(entry_id), entry_id, chunk)
+                            order = entry_order(entry_id)
+                            accepted = self._accept(order, entry_id, chunk)
                             if accepted is not None:
+                                # A resume's catch-up replays what the reader missed; otherwise
+                                # the catch-up delivers entries written a moment ago.
+                                if telemetry.resumed:
+                                    telemetry.replayed(1)
+                                else:
+                                    telemetry.delivered(order[0])
+                                if accepted.is_terminal:
+                                    end = accepted.kind
                                 yield accepted
                                 if accepted.is_terminal:
                                     return
                     except ValkeyUnavailableError:
                         if first_catch_up:
+                            end = "unavailable"
                             raise
                         # An outage: read again later; the timers below still run.
                         subscription.needs_catch_up = True
                         await asyncio.sleep(_CATCH_UP_RETRY_SECONDS)
                         continue
-                    self._feed.follow_from(self._key, self._position)
+                    contextvars.Context().run(self._feed.follow_from, self._key, self._position)
                     if first_catch_up and not self._turn_seen and self._turn is not None:
                         # Nothing of the turn after the cursor (nor just before it): it has not
                         # written yet, or its entries are gone. Ask now rather than after a pause.
@@ -167,6 +192,9 @@ class StreamReader:
                     order, entry_id, chunk = subscription.entries.popleft()
                     accepted = self._accept(order, entry_id, chunk)
                     if accepted is not None:
+                        telemetry.delivered(order[0])
+                        if accepted.is_terminal:
+                            end = accepted.kind
                         yield accepted
                         if accepted.is_terminal:
                             return
@@ -175,12 +203,15 @@ class StreamReader:
                 if self._committed_turn is not None and self._turn is not None and now >= self._reconcile_at:
                     ending = await self._reconcile()
                     if ending:
+                        telemetry.reconciled()
+                        end = "reconciled"
                         for chunk in ending:
                             yield chunk
                         return
                     continue
                 if now >= self._idle_deadline:
                     message = f"no new entries for {self._idle_timeout:g} s: the producer may have stopped"
+                    end = "idle"
                     yield StreamChunk(entry_id="", kind="error", error=message, correlation_id=self._turn)
                     return
                 wake_at = self._idle_deadline
@@ -190,6 +221,7 @@ class StreamReader:
                 await subscription.wait()
         finally:
             self._feed.unsubscribe(subscription)
+            telemetry.ended(end)
 
     async def _learn_before_cursor(self) -> StreamChunk | None:
         """Learn the sequences passed before the cursor; the followed turn's end if it is among them."""
@@ -200,6 +232,7 @@ class StreamReader:
             self._sequences.learn(chunk)
             if self._fixed_turn is not None and chunk.correlation_id == self._fixed_turn:
                 self._agent = self._agent or chunk.agent
+                self._telemetry.agent_known(self._agent)
                 self._turn_seen = True
                 if chunk.is_terminal and end is None:
                     end = chunk
@@ -216,10 +249,13 @@ class StreamReader:
             return None
         if self._turn is None:
             self._turn = chunk.correlation_id  # a reader without a turn follows the first it meets
+            if self._turn is not None:
+                self._telemetry.turn_known(self._turn)
         elif chunk.correlation_id != self._turn:
             return None
         self._turn_seen = True
         self._agent = chunk.agent or self._agent
+        self._telemetry.agent_known(self._agent)
         self._reconcile_at = now + self._reconcile_after
         return chunk
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+
+from ._telemetry import TurnTelemetry
 
 logger = logging.getLogger("valkey_buffer")
 
@@ -59,6 +62,7 @@ class TurnWriter:
         agent: The agent's name, recorded in every entry when given.
         write_batch: Writes a batch atomically.
         stats: Counters shared by the buffer's writers.
+        telemetry: The turn's span and the write metrics.
         max_pending: Entries queued before :meth:`add` waits.
         max_batch: Entries written per round trip at most.
         retry_seconds: How long a batch of chunks is retried before it is dropped.
@@ -72,6 +76,7 @@ class TurnWriter:
         agent: str | None,
         write_batch: BatchWriter,
         stats: WriteStats,
+        telemetry: TurnTelemetry,
         *,
         max_pending: int,
         max_batch: int,
@@ -85,6 +90,8 @@ class TurnWriter:
         self.last_activity = time.monotonic()
         self._write_batch = write_batch
         self._stats = stats
+        self.telemetry = telemetry
+        self._task_context: contextvars.Context | None = telemetry.task_context()
         self._pending: deque[Fields | _TurnEnd] = deque()
         self._max_pending = max_pending
         self._max_batch = max_batch
@@ -120,6 +127,7 @@ class TurnWriter:
             self._pending.popleft()
             self._uncertain = True
             self._stats.entries_dropped += 1
+            self.telemetry.dropped(1)
         self._queued_text.append(text)
         self._pending.append(self._entry([("text", text)]))
         self._start_flushing()
@@ -146,7 +154,10 @@ class TurnWriter:
 
     def _start_flushing(self) -> None:
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_all(), name=f"flush {self.key}")
+            # The task runs with the turn's span current: what it logs carries the turn's trace.
+            self._flusher = asyncio.get_running_loop().create_task(
+                self._flush_all(), name=f"flush {self.key}", context=self._task_context
+            )
 
     def _entry(self, fields: Fields) -> Fields:
         entry: Fields = [
@@ -177,10 +188,12 @@ class TurnWriter:
             if not await self._write_with_retry(batch, self._retry_seconds if self._healthy else 0):
                 self._uncertain = True
                 self._stats.entries_dropped += len(batch)
+                self.telemetry.dropped(len(batch))
                 logger.warning("Dropped %d entries of %s: Valkey writes fail", len(batch), self.key)
 
     async def _write_end(self, end: _TurnEnd) -> None:
         entries: list[Fields] = []
+        replaced = False
         if end.error is not None:
             entries.append(self._entry([("text", ""), ("error", end.error or "error")]))
         else:
@@ -190,6 +203,7 @@ class TurnWriter:
                 # Readers may have missed or repeated chunks, or the framework fell back to a
                 # non-streaming run: the committed text replaces what was streamed.
                 self._stats.turns_replaced += 1
+                replaced = True
                 entries.append(self._entry([("text", final), ("replace", "true")]))
             elif final is not None and final[len(streamed) :]:
                 entries.append(self._entry([("text", final[len(streamed) :])]))
@@ -197,18 +211,24 @@ class TurnWriter:
             if end.cancelled:
                 done.append(("cancelled", "true"))
             entries.append(self._entry(done))
-        if not await self._write_with_retry(entries, self._end_retry_seconds):
+        written = await self._write_with_retry(entries, self._end_retry_seconds)
+        if not written:
             self._stats.entries_dropped += len(entries)
+            self.telemetry.dropped(len(entries))
             logger.error("Gave up on the end of %s after %.0f s of failed writes", self.key, self._end_retry_seconds)
+        kind = "error" if end.error is not None else "cancelled" if end.cancelled else "done"
+        self.telemetry.ended(kind, written=written, replaced=replaced)
 
     async def _write_with_retry(self, batch: list[Fields], retry_seconds: float) -> bool:
         """Write ``batch``, retrying with backoff for ``retry_seconds``; whether it was written."""
         deadline = time.monotonic() + retry_seconds
         delay = 0.05
         while True:
+            started = time.perf_counter()
             try:
                 await self._write_batch(self.key, self.correlation_id, batch)
             except Exception as error:
+                self.telemetry.batch_failed(len(batch), time.perf_counter() - started, error)
                 # A failed (or timed-out) write may still have been applied: readers drop a repeated
                 # (correlation_id, sequence), and the turn's end carries the committed text.
                 self._uncertain = True
@@ -221,11 +241,13 @@ class TurnWriter:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
+            elapsed = time.perf_counter() - started
             if not self._healthy:
                 logger.info("Valkey writes to %s succeed again", self.key)
             self._healthy = True
             self._stats.entries_written += len(batch)
             self._stats.batches_written += 1
+            self.telemetry.batch_written(len(batch), elapsed)
             return True
 
 

@@ -167,6 +167,16 @@ var baseAppSettings = [
     name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
     value: 'ClientId=${identityClientId};Authorization=AAD'
   }
+  // The app's own telemetry (the route, agent and stream spans, the valkey_buffer metrics, logs with
+  // trace ids): the Python worker configures the Azure Monitor OpenTelemetry distro once at start-up
+  // (azure-monitor-opentelemetry in requirements.txt), with the connection string above; its exporter
+  // authenticates as the identity named by APPLICATIONINSIGHTS_AUTHENTICATION_STRING. The app itself
+  // does not call configure_azure_monitor: that would install a second pipeline. host.json sets
+  // "telemetryMode": "OpenTelemetry" for the host's side.
+  {
+    name: 'PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY'
+    value: 'true'
+  }
   // Streaming HTTP responses (azurefunctions-extensions-http-fastapi) need init indexing.
   {
     name: 'PYTHON_ENABLE_INIT_INDEXING'

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from types import ModuleType
 
@@ -53,10 +54,9 @@ async def test_run_accepts_the_turn_and_signals_the_agent_entity(
     assert (signal.entity_name, signal.key, signal.operation) == ("dafx-TravelAgent", session_id, "run")
     assert signal.operation_input["correlationId"] == correlation_id
     assert signal.operation_input["message"] == "Plan a weekend in Tokyo"
-    assert signal.operation_input["options"][TURN_OPTION_KEY] == {
-        "session_id": session_id,
-        "correlation_id": correlation_id,
-    }
+    turn = signal.operation_input["options"][TURN_OPTION_KEY]
+    assert (turn["session_id"], turn["correlation_id"]) == (session_id, correlation_id)
+    assert abs(turn["accepted_at_ms"] / 1000 - time.time()) < 60  # for the time to first chunk
     committed = await _committed(http, durable, session_id, correlation_id)
     assert committed["status"] == "completed"
     assert committed["response"].startswith('You asked: "Plan a weekend in Tokyo"')

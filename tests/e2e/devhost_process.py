@@ -34,6 +34,13 @@ _SCRUBBED = (
     "AZURE_OPENAI_DEPLOYMENT",
     "STREAM_MAX_DURATION_SECONDS",
     "SCRIPTED_CHUNK_DELAY_MS",
+    # Telemetry goes nowhere unless a test asks (see devhost/_telemetry.py).
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_METRICS_EXPORTER",
+    "OTEL_LOGS_EXPORTER",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_SDK_DISABLED",
 )
 
 
