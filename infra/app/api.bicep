@@ -167,12 +167,9 @@ var baseAppSettings = [
     name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
     value: 'ClientId=${identityClientId};Authorization=AAD'
   }
-  // The app's own telemetry (the route, agent and stream spans, the valkey_buffer metrics, logs with
-  // trace ids): the Python worker configures the Azure Monitor OpenTelemetry distro once at start-up
-  // (azure-monitor-opentelemetry in requirements.txt), with the connection string above; its exporter
-  // authenticates as the identity named by APPLICATIONINSIGHTS_AUTHENTICATION_STRING. The app itself
-  // does not call configure_azure_monitor: that would install a second pipeline. host.json sets
-  // "telemetryMode": "OpenTelemetry" for the host's side.
+  // The worker configures the Azure Monitor OpenTelemetry distro (requirements.txt) once, with the
+  // connection string and Entra ID settings above; the app never calls configure_azure_monitor (a
+  // second pipeline). host.json puts the host in OpenTelemetry mode. (Checkov: at most 4 lines here.)
   {
     name: 'PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY'
     value: 'true'
@@ -295,7 +292,7 @@ module flexPlan 'br/public:avm/res/web/serverfarm:0.1.1' = {
 }
 
 // A raw resource rather than AVM: functionAppConfig (Flex Consumption) is read by our template
-// tests, and checkov checks the site's TLS, HTTPS and identity settings.
+// tests, and checkov checks the TLS, HTTPS and identity settings.
 resource functionApp 'Microsoft.Web/sites@2024-11-01' = {
   // checkov:skip=CKV_AZURE_222: the app is a public HTTP API over HTTPS only (httpsOnly); its agent routes need a function key, only /api/health and the chat page are anonymous.
   // checkov:skip=CKV_AZURE_17: clients authenticate with function keys, not TLS client certificates (browsers using EventSource cannot present one).
