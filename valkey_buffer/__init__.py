@@ -6,6 +6,7 @@ agent's response callback and read the streams back as ``StreamChunk``s, live or
 
 from ._buffer import AcceptedTurn, ReaderStats, ValkeyStreamBuffer
 from ._cancellation import (
+    CANCEL_CHECK_SECONDS,
     CANCELLED_MARKER_TEXT,
     TurnCancellation,
     cancel_key,
@@ -25,6 +26,7 @@ from ._turn_writer import WriteStats
 
 __all__ = [
     "CANCELLED_MARKER_TEXT",
+    "CANCEL_CHECK_SECONDS",
     "AcceptedTurn",
     "CommittedTurn",
     "CommittedTurnLookup",

@@ -104,8 +104,6 @@ class ValkeyStreamBuffer:
             counted, and how long the callback waits for a turn's end to be written (the end itself
             is never dropped: it is retried in the background for as long as the stream lives).
         token_refresh_margin_seconds: With Entra ID, renew tokens this long before they expire.
-        cancellable: Whether each write batch also asks whether its turn was cancelled (see
-            ``request_cancel``); off for an app that never cancels turns.
         live_feed: How live readers learn of new entries. ``auto`` (the default): one blocking
             multi-key read on a standalone server (``blocking``), sharded pub/sub notifications in
             a cluster (``notifications``: every write batch publishes one, and a server that
@@ -128,7 +126,6 @@ class ValkeyStreamBuffer:
         max_batch: int = 256,
         write_retry_seconds: float = 5.0,
         token_refresh_margin_seconds: float = 300.0,
-        cancellable: bool = True,
         live_feed: Literal["auto", "blocking", "polling", "notifications"] = "auto",
         safety_poll_seconds: float = 5.0,
     ) -> None:
@@ -156,7 +153,6 @@ class ValkeyStreamBuffer:
         self._turns: dict[tuple[str, str], TurnWriter] = {}  # (conversation id, correlation id)
         self._ending: set[TurnWriter] = set()  # turns whose end is still being written
         self._cancellations: dict[tuple[str, str], TurnCancellation] = {}  # (stream key, correlation id)
-        self._cancellable = cancellable
         self._last_sweep = time.monotonic()
         self._loops: dict[asyncio.AbstractEventLoop, LoopClients] = {}
         self._loops_lock = threading.Lock()
@@ -420,7 +416,8 @@ class ValkeyStreamBuffer:
     def watch_cancellation(self, conversation_id: str, correlation_id: str) -> TurnCancellation:
         """The cancellation of a running turn, to enter around the agent's run (see ``TurnCancellation``).
 
-        Every write batch of the turn reports to it, at no extra round trip.
+        The turn's write batches ask for it (at most every ``CANCEL_CHECK_SECONDS``), at no extra
+        round trip.
 
         Raises:
             InvalidIdError: If an id is invalid.
@@ -747,9 +744,14 @@ class ValkeyStreamBuffer:
     async def _write_batch(self, key: str, correlation_id: str, entries: Sequence[Fields]) -> None:
         client = await self._clients().writer()
         notify = self._notify_readers
+        # A watched turn (see watch_cancellation) asks whether it was cancelled in its batch, at most
+        # every CANCEL_CHECK_SECONDS: a fast stream does not pay for a question per round trip.
+        watch = self._cancellations.get((key, correlation_id))
+        check = cancel_key(key) if watch is not None and watch.check_due() else None
         try:
             replies = await client.exec(
-                self._entries_batch(key, correlation_id, entries, notify=notify), raise_on_error=True
+                self._entries_batch(key, correlation_id, entries, notify=notify, cancel_check=check),
+                raise_on_error=True,
             )
         except RequestError as error:
             if not (notify and is_pubsub_refusal(error)):
@@ -760,15 +762,15 @@ class ValkeyStreamBuffer:
                 self._notify_readers = False
                 logger.warning("Valkey refuses pub/sub notifications (%s): writes no longer publish them", error)
             replies = await client.exec(
-                self._entries_batch(key, correlation_id, entries, notify=False), raise_on_error=True
+                self._entries_batch(key, correlation_id, entries, notify=False, cancel_check=check),
+                raise_on_error=True,
             )
-        watch = self._cancellations.get((key, correlation_id))
-        if self._cancellable and watch is not None and replies:
+        if watch is not None and check is not None and replies:
             # The batch's replies: one per entry, the EXPIRE's, then the cancel check's.
             watch.checked(bool(replies[len(entries) + 1]))
 
     def _entries_batch(
-        self, key: str, correlation_id: str, entries: Sequence[Fields], *, notify: bool
+        self, key: str, correlation_id: str, entries: Sequence[Fields], *, notify: bool, cancel_check: str | None
     ) -> Batch | ClusterBatch:
         batch: Batch | ClusterBatch = ClusterBatch(is_atomic=True) if self.settings.cluster else Batch(is_atomic=True)
         options = StreamAddOptions(trim=self._trim)
@@ -777,8 +779,8 @@ class ValkeyStreamBuffer:
         # The TTL refresh rides in the same atomic batch: a stream never outlives its TTL unrefreshed.
         batch.expire(key, self.settings.stream_ttl_seconds)
         # So does the question "was this turn cancelled?" (the set is in the stream's slot).
-        if self._cancellable:
-            batch.sismember(cancel_key(key), correlation_id)
+        if cancel_check is not None:
+            batch.sismember(cancel_check, correlation_id)
         if notify:
             # Wakes the live feeds that follow the stream once the entries are there to read; the
             # channel is the key, so in a cluster it is on the key's slot and the batch on one node.

@@ -3,8 +3,9 @@
 A cancel request adds the turn's correlation id to a set kept next to the session's stream,
 ``{agent-stream:<session>}:cancelled``: the hash tag is the stream key's whole name, so in a cluster
 the set lives in the stream's slot. That lets every write batch of a turn ask "am I cancelled?" in
-the same atomic round trip as its appends, at no extra cost; while a turn writes nothing (the model
-is thinking, a tool runs), :class:`TurnCancellation` asks on its own a few times a second.
+the same atomic round trip as its appends (at most every ``CANCEL_CHECK_SECONDS``, so that a fast
+stream does not pay for the question on every batch); while a turn writes nothing (the model is
+thinking, a tool runs), :class:`TurnCancellation` asks on its own a few times a second.
 
 A cancelled turn's final response carries a marker, a reasoning content with a fixed text: it is
 how the stream's end and the committed status both know the turn was stopped. The durable entity
@@ -27,6 +28,9 @@ from agent_framework import Content
 logger = logging.getLogger("valkey_buffer")
 
 CANCELLED_MARKER_TEXT = "[stopped: the turn was cancelled]"
+
+CANCEL_CHECK_SECONDS = 0.1
+"""A watched turn's write batches ask whether it was cancelled at most this often."""
 """The text of the reasoning content that marks a cancelled turn's response."""
 
 
@@ -94,6 +98,10 @@ class TurnCancellation:
     def is_cancelled(self) -> bool:
         """Whether the turn is known to be cancelled."""
         return self.event.is_set()
+
+    def check_due(self) -> bool:
+        """Whether the next write batch should ask (no answer for ``CANCEL_CHECK_SECONDS``)."""
+        return not self.event.is_set() and time.monotonic() - self._last_checked >= CANCEL_CHECK_SECONDS
 
     def checked(self, cancelled: bool) -> None:
         """Record an answer to "is the turn cancelled?" that a write batch got."""
