@@ -8,9 +8,11 @@ metrics are compared as differences between two snapshots (the SDK's sums are cu
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,3 +128,29 @@ def delta(before: Snapshot, after: Snapshot, name: str, attributes: Mapping[str,
 
 def parent_id(span: ReadableSpan) -> int | None:
     return span.parent.span_id if span.parent is not None else None
+
+
+class SpanRecordingHandler(logging.Handler):
+    """Keeps each log record's message with the span that was current when it was logged."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[tuple[str, trace.SpanContext]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append((record.getMessage(), trace.get_current_span().get_span_context()))
+
+
+@contextlib.contextmanager
+def recording_log(name: str, level: int = logging.DEBUG) -> Iterator[SpanRecordingHandler]:
+    """Record what logger ``name`` logs (at ``level`` and above) with the span current at the time."""
+    handler = SpanRecordingHandler()
+    logger = logging.getLogger(name)
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)

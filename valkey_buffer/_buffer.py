@@ -28,7 +28,7 @@ from opentelemetry import context as otel_context
 
 from ._cancellation import TurnCancellation, cancel_key, marks_cancelled
 from ._chunk import StreamChunk
-from ._connection import EntraTokenSource, TokenCredential
+from ._connection import EntraTokenSource, GlideAnyClient, TokenCredential
 from ._errors import InvalidCursorError, ValkeyUnavailableError
 from ._ids import LAST_POSSIBLE_ENTRY_ID, entry_order, parse_cursor, stream_key, turns_key, validate_id
 from ._loop_clients import LiveFeedMode, LoopClients
@@ -335,11 +335,8 @@ class ValkeyStreamBuffer:
         batch: Batch | ClusterBatch = ClusterBatch(is_atomic=True) if self.settings.cluster else Batch(is_atomic=True)
         batch.hset(key, {correlation_id: record})
         batch.expire(key, self.settings.stream_ttl_seconds)
-        try:
-            client = await self._clients().writer()
+        async with self._valkey() as client:
             await client.exec(batch, raise_on_error=True)
-        except GlideError as error:
-            raise ValkeyUnavailableError(f"Valkey at {self.settings.address} is unavailable: {error}") from error
         return accepted
 
     async def accepted_turn(self, conversation_id: str, correlation_id: str) -> AcceptedTurn | None:
@@ -351,11 +348,8 @@ class ValkeyStreamBuffer:
         """
         key = turns_key(conversation_id)
         validate_id(correlation_id, "correlation_id")
-        try:
-            client = await self._clients().writer()
+        async with self._valkey() as client:
             raw = await client.hget(key, correlation_id)
-        except GlideError as error:
-            raise ValkeyUnavailableError(f"Valkey at {self.settings.address} is unavailable: {error}") from error
         return None if raw is None else _accepted_turn(raw)
 
     async def accepted_turns(self, conversation_id: str) -> dict[str, AcceptedTurn]:
@@ -366,11 +360,8 @@ class ValkeyStreamBuffer:
             ValkeyUnavailableError: If Valkey cannot be reached.
         """
         key = turns_key(conversation_id)
-        try:
-            client = await self._clients().writer()
+        async with self._valkey() as client:
             raw = await client.hgetall(key)
-        except GlideError as error:
-            raise ValkeyUnavailableError(f"Valkey at {self.settings.address} is unavailable: {error}") from error
         turns: dict[str, AcceptedTurn] = {}
         for correlation_id, value in (raw or {}).items():
             record = _accepted_turn(value)
@@ -392,11 +383,8 @@ class ValkeyStreamBuffer:
         batch: Batch | ClusterBatch = ClusterBatch(is_atomic=True) if self.settings.cluster else Batch(is_atomic=True)
         batch.sadd(key, [correlation_id])
         batch.expire(key, self.settings.stream_ttl_seconds)
-        try:
-            client = await self._clients().writer()
+        async with self._valkey() as client:
             await client.exec(batch, raise_on_error=True)
-        except GlideError as error:
-            raise ValkeyUnavailableError(f"Valkey at {self.settings.address} is unavailable: {error}") from error
 
     async def is_cancel_requested(self, conversation_id: str, correlation_id: str) -> bool:
         """Whether a cancel was requested for a turn.
@@ -407,11 +395,8 @@ class ValkeyStreamBuffer:
         """
         key = cancel_key(stream_key(conversation_id))
         validate_id(correlation_id, "correlation_id")
-        try:
-            client = await self._clients().writer()
+        async with self._valkey() as client:
             return bool(await client.sismember(key, correlation_id))
-        except GlideError as error:
-            raise ValkeyUnavailableError(f"Valkey at {self.settings.address} is unavailable: {error}") from error
 
     def watch_cancellation(self, conversation_id: str, correlation_id: str) -> TurnCancellation:
         """The cancellation of a running turn, to enter around the agent's run (see ``TurnCancellation``).
@@ -513,8 +498,8 @@ class ValkeyStreamBuffer:
             position=position,
             correlation_id=correlation_id,
             feed=clients.feed(),
-            read_after=lambda after: self._entries_after(clients, key, after),
-            read_back=lambda at, count: self._entries_back(clients, key, at, count),
+            read_after=lambda after: self._entries_after(key, after),
+            read_back=lambda at, count: self._entries_back(key, at, count),
             idle_timeout=self.settings.read_idle_timeout_seconds if idle_timeout is None else idle_timeout,
             reconcile_after=self.settings.read_reconcile_seconds,
             committed_turn=committed_turn,
@@ -551,14 +536,13 @@ class ValkeyStreamBuffer:
         key, position = _reader_start(conversation_id, cursor, correlation_id)
         if count is not None and count < 1:
             raise ValueError("count must be at least 1")
-        clients = self._clients()
         sequences = SequenceFilter()
         if position != "0-0":
-            for _, before in await self._entries_back(clients, key, position, 64):
+            for _, before in await self._entries_back(key, position, 64):
                 if before is not None:
                     sequences.learn(before)
         chunks: list[StreamChunk] = []
-        async for _, chunk in self._entries_after(clients, key, position):
+        async for _, chunk in self._entries_after(key, position):
             if chunk is None or not sequences.is_new(chunk) or not _wanted(chunk, correlation_id):
                 continue
             chunks.append(chunk)
@@ -577,11 +561,8 @@ class ValkeyStreamBuffer:
             ValkeyUnavailableError: If Valkey cannot be reached.
         """
         key = stream_key(conversation_id)
-        try:
-            client = await self._clients().writer()
+        async with self._valkey() as client:
             reply = await client.xrevrange(key, MaxId(), MinId(), count=1)
-        except GlideError as error:
-            raise ValkeyUnavailableError(f"Valkey at {self.settings.address} is unavailable: {error}") from error
         return next((_text(entry_id) for entry_id in (reply or {})), "0-0")
 
     async def check_cursor(self, conversation_id: str, cursor: str | None) -> None:
@@ -641,6 +622,14 @@ class ValkeyStreamBuffer:
                     await asyncio.wrap_future(future)
 
     # ----- internals -----
+
+    @contextlib.asynccontextmanager
+    async def _valkey(self) -> AsyncIterator[GlideAnyClient]:
+        """The writer client of this event loop; a Valkey error inside becomes ``ValkeyUnavailableError``."""
+        try:
+            yield await self._clients().writer()
+        except GlideError as error:
+            raise ValkeyUnavailableError(f"Valkey at {self.settings.address} is unavailable: {error}") from error
 
     def _clients(self) -> LoopClients:
         loop = asyncio.get_running_loop()
@@ -787,37 +776,27 @@ class ValkeyStreamBuffer:
             add_notification(batch, key)
         return batch
 
-    async def _entries_after(
-        self, clients: LoopClients, key: str, position: str
-    ) -> AsyncIterator[tuple[str, StreamChunk | None]]:
+    async def _entries_after(self, key: str, position: str) -> AsyncIterator[tuple[str, StreamChunk | None]]:
         """Every entry now in the stream after ``position``, page by page, with its chunk (``None`` if malformed)."""
         if position == LAST_POSSIBLE_ENTRY_ID:
             return  # nothing can follow it (and Valkey refuses an exclusive range from it)
         while True:
-            page = await self._range(clients, key, position, _CATCH_UP_PAGE)
+            page = await self._range(key, position, _CATCH_UP_PAGE)
             for entry_id, fields in page:
                 position = entry_id
                 yield entry_id, self._parse(entry_id, fields)
             if len(page) < _CATCH_UP_PAGE:
                 return
 
-    async def _entries_back(
-        self, clients: LoopClients, key: str, at: str, count: int
-    ) -> list[tuple[str, StreamChunk | None]]:
+    async def _entries_back(self, key: str, at: str, count: int) -> list[tuple[str, StreamChunk | None]]:
         """Up to ``count`` entries at or before ``at``, newest first."""
-        try:
-            client = await clients.writer()
+        async with self._valkey() as client:
             reply = await client.xrevrange(key, IdBound(at), MinId(), count=count)
-        except GlideError as error:
-            raise ValkeyUnavailableError(f"Valkey at {self.settings.address} is unavailable: {error}") from error
         return [(_text(entry_id), self._parse(_text(entry_id), fields)) for entry_id, fields in (reply or {}).items()]
 
-    async def _range(self, clients: LoopClients, key: str, after: str, count: int) -> list[tuple[str, Any]]:
-        try:
-            client = await clients.writer()
+    async def _range(self, key: str, after: str, count: int) -> list[tuple[str, Any]]:
+        async with self._valkey() as client:
             reply = await client.xrange(key, ExclusiveIdBound(after), MaxId(), count=count)
-        except GlideError as error:
-            raise ValkeyUnavailableError(f"Valkey at {self.settings.address} is unavailable: {error}") from error
         return [(_text(entry_id), fields) for entry_id, fields in (reply or {}).items()]
 
     async def _turn_trace_headers(self, conversation_id: str, correlation_id: str) -> Mapping[str, str] | None:

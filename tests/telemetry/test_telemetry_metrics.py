@@ -4,18 +4,16 @@ cut and resumed through the local host's pieces; an outage; a stream completed f
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from httpx_sse import aconnect_sse
-from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
 from tests.buffer.helpers import context, new_id, response, update
-from tests.otel_capture import OtelCapture, delta
+from tests.otel_capture import OtelCapture, SpanRecordingHandler, delta, recording_log
 from tests.telemetry.conftest import AGENT
 from tests.valkey_servers import ValkeyProcess
 from valkey_buffer import CommittedTurn, ValkeySettings, ValkeyStreamBuffer
@@ -97,25 +95,15 @@ async def test_a_streamed_cut_and_resumed_turn_records_every_metric_with_plausib
     assert delta(before, after, "agent_stream.reconciliations").value == 0
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[tuple[str, trace.SpanContext]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append((record.getMessage(), trace.get_current_span().get_span_context()))
-
-
 @pytest.fixture
-def buffer_log() -> Iterator[_Records]:
-    handler = _Records()
-    logger = logging.getLogger("valkey_buffer")
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
+def buffer_log() -> Iterator[SpanRecordingHandler]:
+    with recording_log("valkey_buffer") as handler:
+        yield handler
 
 
-async def test_an_outage_counts_dropped_entries_and_failed_round_trips(otel: OtelCapture, buffer_log: _Records) -> None:
+async def test_an_outage_counts_dropped_entries_and_failed_round_trips(
+    otel: OtelCapture, buffer_log: SpanRecordingHandler
+) -> None:
     settings = ValkeySettings(
         host="127.0.0.1", port=ValkeyProcess().port, request_timeout_ms=200, stream_ttl_seconds=1
     )  # nobody listens; the turn's end is given up after the stream's 1 s life

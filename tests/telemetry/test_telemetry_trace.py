@@ -10,11 +10,10 @@ from typing import Any
 import httpx
 import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
-from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
-from tests.otel_capture import OtelCapture, parent_id
+from tests.otel_capture import OtelCapture, SpanRecordingHandler, parent_id, recording_log
 from tests.telemetry.conftest import AGENT
 
 CORRELATION_ID = "agent_stream.correlation_id"
@@ -135,31 +134,14 @@ async def test_a_resumed_readers_span_links_to_the_turns_trace(api: str, otel: O
     assert resumed_reader.attributes[CORRELATION_ID] == correlation_id
 
 
-class _SpanRecordingHandler(logging.Handler):
-    """Keeps each record with the span that was current when it was logged."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[tuple[str, trace.SpanContext]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append((record.getMessage(), trace.get_current_span().get_span_context()))
-
-
 @pytest.fixture
-def route_log() -> Iterator[_SpanRecordingHandler]:
-    handler = _SpanRecordingHandler()
-    logger = logging.getLogger("http_api._handlers")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+def route_log() -> Iterator[SpanRecordingHandler]:
+    with recording_log("http_api._handlers", logging.INFO) as handler:
+        yield handler
 
 
 async def test_log_records_of_a_route_carry_its_trace_and_span_ids(
-    api: str, otel: OtelCapture, route_log: _SpanRecordingHandler
+    api: str, otel: OtelCapture, route_log: SpanRecordingHandler
 ) -> None:
     _, correlation_id, _ = await _stream_turn(api)
 
