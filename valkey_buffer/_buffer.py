@@ -542,12 +542,13 @@ class ValkeyStreamBuffer:
                 if before is not None:
                     sequences.learn(before)
         chunks: list[StreamChunk] = []
-        async for _, chunk in self._entries_after(key, position):
-            if chunk is None or not sequences.is_new(chunk) or not _wanted(chunk, correlation_id):
+        async for _, entry in self._entries_after(key, position):
+            if entry is None or not _wanted(entry, correlation_id):
                 continue
-            chunks.append(chunk)
-            if chunk.is_terminal or (count is not None and len(chunks) >= count):
-                break
+            for chunk in sequences.admit(entry):
+                chunks.append(chunk)
+                if chunk.is_terminal or (count is not None and len(chunks) >= count):
+                    return chunks
         return chunks
 
     async def latest_entry_id(self, conversation_id: str) -> str:

@@ -25,6 +25,8 @@ class StreamChunk:
             which readers that know no cancellation take for ``done``) or ``error``.
         error: The error message of an ``error`` chunk.
         timestamp_ms: When the entry was written, in milliseconds since the epoch.
+        run: Which run of the turn wrote the entry, if the writer recorded it: a turn run again (the
+            durable runtime re-runs an operation whose worker died) writes under a new run id.
     """
 
     entry_id: str
@@ -35,6 +37,7 @@ class StreamChunk:
     kind: ChunkKind = "message"
     error: str | None = None
     timestamp_ms: int | None = None
+    run: str | None = None
 
     @property
     def is_done(self) -> bool:
@@ -72,4 +75,5 @@ class StreamChunk:
             kind=kind,
             error=fields.get("error") if kind == "error" else None,
             timestamp_ms=int(timestamp) if timestamp else None,
+            run=fields.get("run") or None,
         )

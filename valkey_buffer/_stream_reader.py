@@ -1,10 +1,11 @@
 """One reader of one stream: catch-up, live entries, exactly once, and the followed turn's end.
 
 Exactly once: a write that timed out may have been applied and is then retried, so an entry can be
-in the stream twice. Every entry carries its turn (``correlation_id``) and its place in the turn
-(``sequence``); a reader drops an entry whose sequence it has already passed for that turn. A
-reader that resumes from a cursor learns the sequences it has passed from the entries just before
-the cursor.
+in the stream twice. Every entry carries its turn (``correlation_id``), the run of the turn that
+wrote it (``run``) and its place in that run (``sequence``); a reader drops an entry whose sequence
+it has already passed. A reader that resumes from a cursor learns the sequences it has passed from
+the entries just before the cursor. A turn run again (after its worker died) starts a new run: the
+reader resets what it has shown of the turn and shows the new run from its start.
 
 The end of a followed turn is never waited for in vain: when the stream goes quiet (or holds
 nothing of the turn at all), the reader asks the committed outcome, and a committed turn ends at
@@ -18,7 +19,7 @@ import contextvars
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from ._chunk import ChunkKind, StreamChunk
@@ -57,28 +58,59 @@ class CommittedTurn:
 CommittedTurnLookup = Callable[[str, str | None], Awaitable[CommittedTurn | None]]
 
 
+@dataclass
+class _TurnProgress:
+    """How far a reader is in one turn: the run it shows, the last sequence passed in it, runs left."""
+
+    run: str | None
+    sequence: int
+    earlier_runs: set[str | None] = field(default_factory=set)
+
+
 class SequenceFilter:
-    """Drops entries whose ``(correlation_id, sequence)`` a reader has already passed."""
+    """Drops entries a reader has already passed, by ``(correlation_id, run, sequence)``.
+
+    An entry of a new run of a turn the reader has passed entries of (the durable runtime ran the
+    turn again) comes with a reset before it: a ``replace`` with no text, so that the reader shows
+    the new run alone. Entries of a run the turn has left (a late write of the dead run) are dropped.
+    """
 
     def __init__(self) -> None:
-        self._passed: dict[str, int] = {}
-        self.dropped = 0
+        self._turns: dict[str, _TurnProgress] = {}
 
     def learn(self, chunk: StreamChunk) -> None:
-        """Record that the reader has passed ``chunk`` (read before its cursor)."""
-        if chunk.correlation_id is not None and chunk.sequence is not None:
-            self._passed[chunk.correlation_id] = max(self._passed.get(chunk.correlation_id, -1), chunk.sequence)
-
-    def is_new(self, chunk: StreamChunk) -> bool:
-        """Whether ``chunk`` is new to the reader; records it when it is."""
+        """Record that the reader has passed ``chunk`` (read before its cursor, newest first)."""
         turn, sequence = chunk.correlation_id, chunk.sequence
         if turn is None or sequence is None:
-            return True  # written by a writer that records no sequence (e.g. the reference samples)
-        if sequence <= self._passed.get(turn, -1):
-            self.dropped += 1
-            return False
-        self._passed[turn] = sequence
-        return True
+            return
+        progress = self._turns.get(turn)
+        if progress is None:
+            self._turns[turn] = _TurnProgress(chunk.run, sequence)
+        elif chunk.run == progress.run:
+            progress.sequence = max(progress.sequence, sequence)
+        else:
+            progress.earlier_runs.add(chunk.run)  # older than the run learned first
+
+    def admit(self, chunk: StreamChunk) -> list[StreamChunk]:
+        """What the reader shows for ``chunk``: nothing (passed), the chunk, or a reset and the chunk."""
+        turn, sequence = chunk.correlation_id, chunk.sequence
+        if turn is None or sequence is None:
+            return [chunk]  # written by a writer that records no sequence (e.g. the reference samples)
+        progress = self._turns.get(turn)
+        if progress is None:
+            self._turns[turn] = _TurnProgress(chunk.run, sequence)
+            return [chunk]
+        if chunk.run == progress.run:
+            if sequence <= progress.sequence:
+                return []
+            progress.sequence = sequence
+            return [chunk]
+        if chunk.run in progress.earlier_runs:
+            return []
+        progress.earlier_runs.add(progress.run)
+        progress.run, progress.sequence = chunk.run, sequence
+        reset = StreamChunk(entry_id="", kind="replace", correlation_id=turn, agent=chunk.agent)
+        return [reset, chunk]
 
 
 class StreamReader:
@@ -161,17 +193,18 @@ class StreamReader:
                         async for entry_id, chunk in self._read_after(self._position):
                             order = entry_order(entry_id)
                             accepted = self._accept(order, entry_id, chunk)
-                            if accepted is not None:
+                            if accepted:
                                 # A resume's catch-up replays what the reader missed; otherwise
                                 # the catch-up delivers entries written a moment ago.
                                 if telemetry.resumed:
                                     telemetry.replayed(1)
                                 else:
                                     telemetry.delivered(order[0])
-                                if accepted.is_terminal:
-                                    end = accepted.kind
-                                yield accepted
-                                if accepted.is_terminal:
+                            for shown in accepted:
+                                if shown.is_terminal:
+                                    end = shown.kind
+                                yield shown
+                                if shown.is_terminal:
                                     return
                     except ValkeyUnavailableError:
                         if first_catch_up:
@@ -191,12 +224,13 @@ class StreamReader:
                 if subscription.entries:
                     order, entry_id, chunk = subscription.entries.popleft()
                     accepted = self._accept(order, entry_id, chunk)
-                    if accepted is not None:
+                    if accepted:
                         telemetry.delivered(order[0])
-                        if accepted.is_terminal:
-                            end = accepted.kind
-                        yield accepted
-                        if accepted.is_terminal:
+                    for shown in accepted:
+                        if shown.is_terminal:
+                            end = shown.kind
+                        yield shown
+                        if shown.is_terminal:
                             return
                     continue
                 now = time.monotonic()
@@ -238,26 +272,29 @@ class StreamReader:
                     end = chunk
         return end
 
-    def _accept(self, order: tuple[int, int], entry_id: str, chunk: StreamChunk | None) -> StreamChunk | None:
-        """Move past one entry; return it if the reader should yield it."""
+    def _accept(self, order: tuple[int, int], entry_id: str, chunk: StreamChunk | None) -> list[StreamChunk]:
+        """Move past one entry; what the reader should yield for it (see :class:`SequenceFilter`)."""
         if order <= self._order:
-            return None  # delivered by the feed, but already read in a catch-up
+            return []  # delivered by the feed, but already read in a catch-up
         self._position, self._order = entry_id, order
         now = time.monotonic()
         self._idle_deadline = now + self._idle_timeout
-        if chunk is None or not self._sequences.is_new(chunk):
-            return None
+        if chunk is None:
+            return []
+        shown = self._sequences.admit(chunk)
+        if not shown:
+            return []
         if self._turn is None:
             self._turn = chunk.correlation_id  # a reader without a turn follows the first it meets
             if self._turn is not None:
                 self._telemetry.turn_known(self._turn)
         elif chunk.correlation_id != self._turn:
-            return None
+            return []
         self._turn_seen = True
         self._agent = chunk.agent or self._agent
         self._telemetry.agent_known(self._agent)
         self._reconcile_at = now + self._reconcile_after
-        return chunk
+        return shown
 
     async def _reconcile(self) -> list[StreamChunk]:
         """Ask the committed outcome; the chunks that end the turn if it has committed."""

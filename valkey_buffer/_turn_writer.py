@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -97,6 +98,9 @@ class TurnWriter:
         self._max_batch = max_batch
         self._retry_seconds = retry_seconds
         self._end_retry_seconds = end_retry_seconds
+        # Sequences start at 0 in every run of the turn; the run id tells readers a re-run from a
+        # repeated write (see SequenceFilter).
+        self.run = secrets.token_hex(4)
         self._next_sequence = 0
         self._queued_text: list[str] = []  # every chunk's text, in order: what the stream should add up to
         self._uncertain = False  # a write of this turn failed: the stream may lack (or repeat) entries
@@ -166,6 +170,7 @@ class TurnWriter:
             ("timestamp", str(int(time.time() * 1000))),
             *fields[1:],
             ("correlation_id", self.correlation_id),
+            ("run", self.run),
         ]
         if self.agent:
             entry.append(("agent", self.agent))
@@ -230,7 +235,7 @@ class TurnWriter:
             except Exception as error:
                 self.telemetry.batch_failed(len(batch), time.perf_counter() - started, error)
                 # A failed (or timed-out) write may still have been applied: readers drop a repeated
-                # (correlation_id, sequence), and the turn's end carries the committed text.
+                # (correlation_id, run, sequence), and the turn's end carries the committed text.
                 self._uncertain = True
                 self._stats.batch_failures += 1
                 if time.monotonic() + delay > deadline:

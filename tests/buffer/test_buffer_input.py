@@ -170,6 +170,7 @@ def test_chunks_become_events_named_by_kind() -> None:
         StreamChunk("1-0", text="line one\nline two"),
         StreamChunk("1-1", text="Whole answer", kind="replace"),
         StreamChunk("1-2", kind="done"),
+        StreamChunk("", kind="replace"),  # the reset before a turn's new run
         StreamChunk("", kind="error", error="timed out"),
     ]
     events = _parse_sse("".join(chunk_to_sse(c) for c in chunks))
@@ -177,6 +178,7 @@ def test_chunks_become_events_named_by_kind() -> None:
         ("message", "line one\nline two", "1-0"),
         ("replace", "Whole answer", "1-1"),
         ("done", "", "1-2"),
+        ("replace", "", "1-2"),  # dispatched with empty data, and no id of its own
         ("error", "timed out", "1-2"),  # no id of its own: the client keeps the last one
     ]
 
