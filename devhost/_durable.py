@@ -25,6 +25,11 @@ from durabletask.worker import ConcurrencyOptions, TaskHubGrpcWorker
 
 logger = logging.getLogger("devhost")
 
+# The durable SDK's own logs (connections, work items) are not the host's: a logger outside the
+# logging tree, with nowhere to go, keeps them out of the console.
+_QUIET = logging.Logger("devhost.durabletask")
+_QUIET.addHandler(logging.NullHandler())
+
 
 class UnsupportedEntityKeyError(ValueError):
     """An entity id the Durable Task SDK refuses (it has no room for ``@`` in names or keys).
@@ -99,7 +104,7 @@ class DurableClientShim:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            client = AsyncTaskHubGrpcClient(host_address=self._address, log_handler=logging.NullHandler())
+            client = AsyncTaskHubGrpcClient(host_address=self._address, logger=_QUIET)
             self._clients[loop] = client
         return client
 
@@ -221,7 +226,7 @@ def start_agent_worker(address: str, agents: list[Any], callback: Any, *, max_co
     worker = TaskHubGrpcWorker(
         host_address=address,
         concurrency_options=ConcurrencyOptions(maximum_thread_pool_workers=max_concurrent_turns),
-        log_handler=logging.NullHandler(),
+        logger=_QUIET,
     )
     agent_worker = DurableAIAgentWorker(worker, callback=TurnReportingCallback(callback))
     for agent in agents:
