@@ -61,13 +61,37 @@ def _wait_until_serving(
 
 def _group_is_gone(process_group: int, timeout: float = 10.0) -> bool:
     """Whether every process of the group has ended (debugpy's adapter may take a moment after the host)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def alive() -> bool:
         try:
             os.killpg(process_group, 0)
         except ProcessLookupError:
+            return False
+        return True
+
+    return _gone_within(alive, timeout)
+
+
+def _process_is_gone(pid: int, timeout: float = 5.0) -> bool:
+    """Whether the process has ended (a zombie, waiting to be reaped by whoever adopted it, has)."""
+
+    def alive() -> bool:
+        try:
+            os.kill(pid, 0)
+            state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[-1]
+        except (ProcessLookupError, FileNotFoundError):
+            return False
+        return not state.startswith("Z")
+
+    return _gone_within(alive, timeout)
+
+
+def _gone_within(alive: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
             return True
-        time.sleep(0.1)
+        time.sleep(0.05)
     return False
 
 
@@ -330,16 +354,3 @@ def _valkey_pid(address: str) -> int:
         return int(client.info("server")["process_id"])
     finally:
         client.close()
-
-
-def _process_is_gone(pid: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[-1].startswith("Z"):
-            return True  # exited, waiting to be reaped by whoever adopted it
-        time.sleep(0.05)
-    return False
