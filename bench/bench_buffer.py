@@ -16,17 +16,13 @@ import uuid
 import valkey.asyncio as valkey_py
 from glide import GlideClient, GlideClientConfiguration, NodeAddress
 
+from bench._stats import pct
 from tests.valkey_servers import ValkeyCluster, ValkeyProcess
 from valkey_buffer import ValkeySettings, ValkeyStreamBuffer
 
 
 def _sid() -> str:
     return uuid.uuid4().hex
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def _glide(server: ValkeyProcess) -> GlideClient:
@@ -190,7 +186,7 @@ async def cluster_mode() -> None:
         await asyncio.gather(*waiting)
         print(
             f"cluster (3 primaries), {buffer.reader_stats().live_feed} live feed: latency p50 "
-            f"{_pct(fan, 0.5) * 1000:.2f} ms p99 {_pct(fan, 0.99) * 1000:.2f} ms (n={len(fan)}); 100 idle "
+            f"{pct(fan, 0.5) * 1000:.2f} ms p99 {pct(fan, 0.99) * 1000:.2f} ms (n={len(fan)}); 100 idle "
             f"readers cost {idle_rate:,.1f} commands/s across the cluster"
         )
     finally:
@@ -231,9 +227,9 @@ async def main() -> None:
         fan = await fanout_latency(buffer, streams=10, readers_per_stream=1, rounds=100)
         polled = await polling_latency(buffer, samples=15)
         print(
-            f"delivery latency XADD -> reader: live feed p50 {_pct(fan, 0.5) * 1000:.2f} ms p99 "
-            f"{_pct(fan, 0.99) * 1000:.2f} ms (n={len(fan)}) | 1 s polling p50 {_pct(polled, 0.5) * 1000:.0f} ms "
-            f"p99 {_pct(polled, 0.99) * 1000:.0f} ms (n={len(polled)})"
+            f"delivery latency XADD -> reader: live feed p50 {pct(fan, 0.5) * 1000:.2f} ms p99 "
+            f"{pct(fan, 0.99) * 1000:.2f} ms (n={len(fan)}) | 1 s polling p50 {pct(polled, 0.5) * 1000:.0f} ms "
+            f"p99 {pct(polled, 0.99) * 1000:.0f} ms (n={len(polled)})"
         )
 
         many = asyncio.create_task(fanout_latency(buffer, streams=100, readers_per_stream=10, rounds=20))
@@ -242,8 +238,8 @@ async def main() -> None:
         many_latencies = await many
         print(
             f"1,000 live readers over 100 streams: {connections} Valkey connections in use "
-            f"(writer + live feed), latency p50 {_pct(many_latencies, 0.5) * 1000:.2f} ms "
-            f"p99 {_pct(many_latencies, 0.99) * 1000:.2f} ms (n={len(many_latencies)})"
+            f"(writer + live feed), latency p50 {pct(many_latencies, 0.5) * 1000:.2f} ms "
+            f"p99 {pct(many_latencies, 0.99) * 1000:.2f} ms (n={len(many_latencies)})"
         )
 
         await resume_tail(buffer, server, 10_000)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import statistics
 import tempfile
 import time
 import uuid
@@ -28,14 +27,10 @@ from pathlib import Path
 import httpx
 from httpx_sse import aconnect_sse
 
+from bench._stats import alternating_rounds, pct
 from tests.e2e.devhost_process import DevHostProcess
 from tests.valkey_servers import ValkeyProcess
 from valkey_buffer import ValkeySettings, ValkeyStreamBuffer
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def cancel_one(client: httpx.AsyncClient, api: str, agent: str) -> float | str:
@@ -99,26 +94,21 @@ async def write_path_with_and_without_the_check(
     buffer = ValkeyStreamBuffer(ValkeySettings(host=server.host, port=server.port, stream_maxlen=None))
     try:
         await _one_turn(buffer, 1000, watched=True)
-        speeds: dict[bool, list[float]] = {True: [], False: []}
-        ratios: list[float] = []
         checks = 0
         watched_seconds = 0.0
-        for run in range(rounds):
-            this_round: dict[bool, float] = {}
-            for watched in (True, False) if run % 2 else (False, True):
-                before = server.command_calls().get("sismember", 0)
-                this_round[watched] = await _one_turn(buffer, chunks, watched=watched)
-                speeds[watched].append(this_round[watched])
-                if watched:
-                    checks += server.command_calls().get("sismember", 0) - before
-                    watched_seconds += chunks / this_round[watched]
-            ratios.append(this_round[True] / this_round[False])
-        return (
-            statistics.median(speeds[True]),
-            statistics.median(speeds[False]),
-            statistics.median(ratios),
-            checks / watched_seconds,
+
+        async def watched() -> float:
+            nonlocal checks, watched_seconds
+            before = server.command_calls().get("sismember", 0)
+            speed = await _one_turn(buffer, chunks, watched=True)
+            checks += server.command_calls().get("sismember", 0) - before
+            watched_seconds += chunks / speed
+            return speed
+
+        unwatched_speed, watched_speed, ratio = await alternating_rounds(
+            lambda: _one_turn(buffer, chunks, watched=False), watched, rounds
         )
+        return watched_speed, unwatched_speed, ratio, checks / watched_seconds
     finally:
         await buffer.aclose()
         server.stop()
@@ -129,7 +119,7 @@ async def main(cancels: int, concurrency: int) -> None:
     if latencies:
         print(
             f"cancel request -> `cancelled` event at the reader (n={len(latencies)}, {concurrency} at a time, "
-            f"40 ms chunks): p50 {_pct(latencies, 0.5) * 1000:.0f} ms p99 {_pct(latencies, 0.99) * 1000:.0f} ms "
+            f"40 ms chunks): p50 {pct(latencies, 0.5) * 1000:.0f} ms p99 {pct(latencies, 0.99) * 1000:.0f} ms "
             f"max {max(latencies) * 1000:.0f} ms"
         )
     if problems:

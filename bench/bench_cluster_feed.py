@@ -19,16 +19,12 @@ import time
 import uuid
 from typing import Any
 
+from bench._stats import pct
 from bench.bench_buffer import callback_write_path, fanout_latency
 from tests.valkey_servers import ValkeyCluster, ValkeyProcess
 from valkey_buffer import ValkeySettings, ValkeyStreamBuffer
 
 IDLE_WINDOW = 10.0  # seconds: two safety polls
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _calls(nodes: list[ValkeyProcess]) -> int:
@@ -78,9 +74,9 @@ async def measure(name: str, buffer: ValkeyStreamBuffer, nodes: list[ValkeyProce
     return [
         f"  {name} ({mode}): idle {idle_100:,.1f} commands/s for 100 readers, {idle_1000:,.1f} for 1,000 "
         f"({idle_1000 / 1000:.2f} per stream per s)",
-        f"  {name}: delivery 10 readers p50 {_pct(few, 0.5) * 1000:.2f} ms p99 {_pct(few, 0.99) * 1000:.2f} ms "
-        f"(n={len(few)}); 1,000 readers on 100 streams p50 {_pct(many, 0.5) * 1000:.2f} ms "
-        f"p99 {_pct(many, 0.99) * 1000:.2f} ms (n={len(many)})",
+        f"  {name}: delivery 10 readers p50 {pct(few, 0.5) * 1000:.2f} ms p99 {pct(few, 0.99) * 1000:.2f} ms "
+        f"(n={len(few)}); 1,000 readers on 100 streams p50 {pct(many, 0.5) * 1000:.2f} ms "
+        f"p99 {pct(many, 0.99) * 1000:.2f} ms (n={len(many)})",
     ]
 
 

@@ -29,6 +29,7 @@ import httpx
 import valkey.asyncio as valkey_py
 from httpx_sse import aconnect_sse
 
+from bench._stats import pct
 from tests.e2e.devhost_process import DevHostProcess
 
 
@@ -45,13 +46,6 @@ class Samples:
     rss_host_kib: int = 0
     rss_valkey_kib: int = 0
     valkey_clients: int = 0
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _rss_kib(pid: int) -> int:
@@ -139,8 +133,8 @@ def report(name: str, results: list[ClientResult], elapsed: float, samples: Samp
     errors = [r.error for r in results if r.error]
     print(f"{name}: {len(results)} clients, {done} reached done, {len(errors)} client errors, {elapsed:.1f} s")
     print(f"  delivered          {chunks} chunks, {chunks / elapsed:,.0f} chunks/s")
-    print(f"  first chunk        p50 {_pct(first, 0.5):7.1f} ms   p99 {_pct(first, 0.99):7.1f} ms")
-    print(f"  between chunks     p50 {_pct(gaps, 0.5):7.1f} ms   p99 {_pct(gaps, 0.99):7.1f} ms")
+    print(f"  first chunk        p50 {pct(first, 0.5):7.1f} ms   p99 {pct(first, 0.99):7.1f} ms")
+    print(f"  between chunks     p50 {pct(gaps, 0.5):7.1f} ms   p99 {pct(gaps, 0.99):7.1f} ms")
     print(
         f"  host RSS (peak)    {samples.rss_host_kib / 1024:.0f} MiB devhost process, "
         f"{samples.rss_valkey_kib / 1024:.0f} MiB embedded valkey-server"

@@ -16,7 +16,6 @@ import asyncio
 import importlib
 import io
 import random
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -28,6 +27,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from bench._stats import alternating_rounds, pct
 from bench.bench_buffer import callback_write_path
 from tests.busy_session import busy_session
 from tests.slow_reply_proxy import SlowReplyProxy
@@ -51,11 +51,6 @@ def load_baseline(revision: str, into: Path) -> ModuleType:
 
 def _sid() -> str:
     return uuid.uuid4().hex
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _settings(vb: ModuleType, server: ValkeyProcess, **changes: Any) -> Any:
@@ -175,7 +170,7 @@ async def _first_chunks(vb: ModuleType, server: ValkeyProcess) -> str:
     pauses = [i * 0.25 for i in range(23)]  # 0 to 5.5 s: the whole 5 s blocking-read window
     latencies = await asyncio.gather(*(first_chunk_after_pause(vb, server, p) for p in pauses))
     return (
-        f"p50 {_pct(latencies, 0.5) * 1000:.1f} ms p99 {_pct(latencies, 0.99) * 1000:.1f} ms "
+        f"p50 {pct(latencies, 0.5) * 1000:.1f} ms p99 {pct(latencies, 0.99) * 1000:.1f} ms "
         f"max {max(latencies) * 1000:.1f} ms (n={len(latencies)})"
     )
 
@@ -190,22 +185,13 @@ async def _duplicates(vb: ModuleType, server: ValkeyProcess) -> str:
     return f"{twice} chunks shown twice of {shown}"
 
 
-async def _write_paths(implementations: dict[str, ModuleType], server: ValkeyProcess, rounds: int = 10) -> None:
-    # Rounds of one turn each, which goes first alternating (ABBA): the speed drifts over a run (a
-    # turn is a little slower than the one before), so the ratio is the median of the rounds' ratios.
-    (base_name, base_vb), (ours_name, ours_vb) = implementations.items()
-    speeds: dict[str, list[float]] = {base_name: [], ours_name: []}
-    ratios: list[float] = []
-    for run in range(rounds):
-        order = [(base_name, base_vb), (ours_name, ours_vb)]
-        this_round = {name: await write_path(vb, server) for name, vb in (order if run % 2 else order[::-1])}
-        for name, speed in this_round.items():
-            speeds[name].append(speed)
-        ratios.append(this_round[ours_name] / this_round[base_name])
-    base, ours = statistics.median(speeds[base_name]), statistics.median(speeds[ours_name])
+async def _write_paths(baseline: ModuleType, ours: ModuleType, server: ValkeyProcess, rounds: int = 10) -> None:
+    base_speed, our_speed, ratio = await alternating_rounds(
+        lambda: write_path(baseline, server), lambda: write_path(ours, server), rounds
+    )
     print(
-        f"write path, one turn of 20,000 chunks ({rounds} rounds, medians): baseline {base:,.0f} chunks/s | "
-        f"this checkout {ours:,.0f} chunks/s | ratio {statistics.median(ratios):.2f}x (median of the rounds')"
+        f"write path, one turn of 20,000 chunks ({rounds} rounds, medians): baseline {base_speed:,.0f} chunks/s | "
+        f"this checkout {our_speed:,.0f} chunks/s | ratio {ratio:.2f}x (median of the rounds')"
     )
 
 
@@ -218,7 +204,7 @@ async def main(baseline_revision: str, write_path_only: bool) -> None:
         }
         try:
             if write_path_only:
-                await _write_paths(implementations, server)
+                await _write_paths(*implementations.values(), server)
                 return
             for name, vb in implementations.items():
                 await _or_timeout(name, "first chunk after idle pauses of 0-5.5 s", _first_chunks(vb, server))
@@ -226,7 +212,7 @@ async def main(baseline_revision: str, write_path_only: bool) -> None:
                 await _or_timeout(name, "resume hand-off", _gaps(vb, server))
             for name, vb in implementations.items():
                 await _or_timeout(name, "replies held 450 ms past a 300 ms timeout", _duplicates(vb, server))
-            await _write_paths(implementations, server)
+            await _write_paths(*implementations.values(), server)
         finally:
             server.stop()
 

@@ -23,14 +23,10 @@ from pathlib import Path
 import httpx
 from httpx_sse import aconnect_sse
 
+from bench._stats import pct
 from tests.e2e.devhost_process import DevHostProcess
 from tests.valkey_servers import ValkeyProcess
 from valkey_buffer import StreamTokenError, StreamTokens, ValkeySettings, ValkeyStreamBuffer
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def check_costs(checks: int) -> dict[str, list[float]]:
@@ -92,12 +88,12 @@ async def first_events(turns: int) -> tuple[list[float], list[float]]:
 
 async def main(checks: int, turns: int) -> None:
     for name, values in (await check_costs(checks)).items():
-        print(f"token check, {name}: p50 {_pct(values, 0.5):.1f} µs p99 {_pct(values, 0.99):.1f} µs (n={len(values)})")
+        print(f"token check, {name}: p50 {pct(values, 0.5):.1f} µs p99 {pct(values, 0.99):.1f} µs (n={len(values)})")
     keyed, anonymous = await first_events(turns)
     print(
-        f"time to first event (n={turns}): function-key route p50 {_pct(keyed, 0.5) * 1000:.1f} ms "
-        f"p99 {_pct(keyed, 0.99) * 1000:.1f} ms | stream_url route p50 {_pct(anonymous, 0.5) * 1000:.1f} ms "
-        f"p99 {_pct(anonymous, 0.99) * 1000:.1f} ms"
+        f"time to first event (n={turns}): function-key route p50 {pct(keyed, 0.5) * 1000:.1f} ms "
+        f"p99 {pct(keyed, 0.99) * 1000:.1f} ms | stream_url route p50 {pct(anonymous, 0.5) * 1000:.1f} ms "
+        f"p99 {pct(anonymous, 0.99) * 1000:.1f} ms"
     )
 
 

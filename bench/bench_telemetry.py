@@ -46,6 +46,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from bench._stats import pct
 from tests.valkey_servers import ValkeyProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,11 +161,6 @@ async def sse_delivery(buffer: Any, http_api: ModuleType) -> tuple[list[float], 
     return latencies, cpu / len(latencies)
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 async def _phase(
     implementations: dict[str, tuple[ModuleType, ModuleType]], server: ValkeyProcess, rounds: int
 ) -> dict[str, dict[str, float]]:
@@ -191,8 +187,8 @@ async def _phase(
                 runs[name]["write_cpu"].append(cpu)
             for name in order:
                 latencies, cpu = await sse_delivery(buffers[name], implementations[name][1])
-                runs[name]["p50"].append(_pct(latencies, 0.5))
-                runs[name]["p99"].append(_pct(latencies, 0.99))
+                runs[name]["p50"].append(pct(latencies, 0.5))
+                runs[name]["p99"].append(pct(latencies, 0.99))
                 runs[name]["sse_cpu"].append(cpu)
     finally:
         for buffer in buffers.values():
