@@ -33,6 +33,16 @@ class BusySession:
             return [cursor]  # a cursor at the turn's end gets that end again, at once
         return self.stream_ids[self.stream_ids.index(cursor) + 1 :]
 
+    def assert_exactly_once(self) -> None:
+        """Every reader ended, live readers got every entry and resumers every entry after their cursor, in order."""
+        assert self.hung == 0, f"{self.hung} readers had not ended 30 s after the turn's end"
+        for got in self.live:
+            assert got == self.stream_ids
+        for cursor, got in self.resumed:
+            expected = self.expected_after(cursor)
+            missing = sorted(set(expected) - set(got))
+            assert got == expected, f"resumed after {cursor}: missing {missing}, {len(got)} of {len(expected)}"
+
 
 async def busy_session(
     buffer: Any,
