@@ -30,6 +30,15 @@ def _pytest_lines(venv: str) -> list[str]:
     return [line for line in CI.splitlines() if line.startswith(f"{venv}/bin/python -m pytest")]
 
 
+def _readme_test_command() -> str:
+    """The one command of the README's ``## Test`` section."""
+    section = (ROOT / "README.md").read_text().split("\n## Test\n", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    [command] = block.splitlines()
+    assert command == ".venv/bin/python -m pytest"
+    return command
+
+
 def test_each_environment_gets_its_python_and_runs_its_suite() -> None:
     versions = dict(re.findall(r"^(PY\d+)=\$\(python_for (3\.\d+)\)$", CI, re.MULTILINE))
     assert versions == {"PY312": "3.12", "PY313": "3.13", "PY311": "3.11"}
@@ -37,7 +46,7 @@ def test_each_environment_gets_its_python_and_runs_its_suite() -> None:
     assert environments == {".venv": "PY312", ".venv313": "PY313", ".venv311": "PY311"}
 
     # The README's test command, on what infra/ deploys by default: the whole suite.
-    assert _pytest_lines(".venv") == [".venv/bin/python -m pytest"]
+    assert _pytest_lines(".venv") == [_readme_test_command()]
     # The worker library installs only on 3.13, and that run keeps the worker-indexing test.
     assert re.search(r"^\s*venv_for \.venv313 \"\$PY313\" requirements-dev\.txt requirements-worker\.txt$", CI, re.M)
     assert CI.count("requirements-worker.txt") == 1

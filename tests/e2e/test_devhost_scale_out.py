@@ -1,4 +1,4 @@
-"""Scale-out: local hosts on one durable backend and one Valkey, started as the README says, stream every turn."""
+"""Scale-out: local hosts on one durable backend and one Valkey, started as the docs say, stream every turn."""
 
 from __future__ import annotations
 
@@ -18,24 +18,25 @@ from httpx_sse import connect_sse
 from tests.e2e.devhost_process import PROJECT_ROOT, DevHostProcess, free_port, run_devhost, scrubbed_environment
 from tests.e2e.sse_turns import FollowedTurn, agent_names, committed_turn, follow_turn, start_turn
 
-README_SECTION = "### Several local hosts on one backend"
+DOCS_PAGE = PROJECT_ROOT / "docs" / "local-development.md"
+DOCS_SECTION = "\n## Several local hosts on one backend\n"
 
 
 @dataclass(frozen=True)
 class HostCommand:
-    """One ``python -m devhost`` command line from the README: its environment prefix and arguments."""
+    """One ``python -m devhost`` command line from the docs: its environment prefix and arguments."""
 
     env: dict[str, str]
     args: list[str]
     port: int | None
 
 
-def readme_host_commands() -> list[HostCommand]:
-    """The devhost commands of the README's scale-out section, its fixed ports mapped to free ones.
+def documented_host_commands() -> list[HostCommand]:
+    """The devhost commands of the scale-out section of docs/local-development.md, its fixed ports mapped to free ones.
 
     Everything else (flags, setting names, values) is taken as written.
     """
-    section = (PROJECT_ROOT / "README.md").read_text().split(README_SECTION, 1)[1]
+    section = DOCS_PAGE.read_text().split(DOCS_SECTION, 1)[1]
     block = section.split("```bash\n", 1)[1].split("```", 1)[0]
     free = {}
     block = re.sub(r"\b\d{4,5}\b", lambda m: str(free.setdefault(m.group(), free_port())), block)
@@ -134,14 +135,14 @@ def _answered_by(host: DevHostProcess, correlation_id: str) -> bool:
     return f"worker answered turn {correlation_id} " in host.log()
 
 
-def test_hosts_started_as_the_readme_says_stream_turns_that_either_worker_runs(devhost_workdir: Path) -> None:
-    first, second = readme_host_commands()
+def test_hosts_started_as_the_docs_say_stream_turns_that_either_worker_runs(devhost_workdir: Path) -> None:
+    first, second = documented_host_commands()
     assert "--backend" in second.args and "VALKEY_HOST" in second.env
     fast = {"SCRIPTED_CHUNK_DELAY_MS": "5"}
-    host_1 = DevHostProcess.start(devhost_workdir, env={**first.env, **fast}, args=first.args, name="readme-1")
+    host_1 = DevHostProcess.start(devhost_workdir, env={**first.env, **fast}, args=first.args, name="docs-1")
     try:
         host_2 = DevHostProcess.start(
-            devhost_workdir, env={**second.env, **fast}, args=second.args, name="readme-2", port=second.port
+            devhost_workdir, env={**second.env, **fast}, args=second.args, name="docs-2", port=second.port
         )
     except Exception:
         host_1.stop()

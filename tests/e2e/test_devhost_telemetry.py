@@ -72,9 +72,9 @@ def _metric_names(document: dict[str, Any]) -> set[str]:
     }
 
 
-def _readme_console_command() -> dict[str, str]:
-    """The settings of the README's first local telemetry command (``OTEL_...=console ... -m devhost``)."""
-    section = (PROJECT_ROOT / "README.md").read_text().split("## Observability", 1)[1].split("### Locally", 1)[1]
+def _documented_console_command() -> dict[str, str]:
+    """The settings of the first command of docs/observability.md, "Locally" (``OTEL_...=console ... -m devhost``)."""
+    section = (PROJECT_ROOT / "docs" / "observability.md").read_text().split("\n## Locally\n", 1)[1]
     block = section.split("```bash\n", 1)[1].split("```", 1)[0]
     command = next(line for line in block.splitlines() if "-m devhost" in line and not line.startswith("#"))
     words = shlex.split(command)
@@ -82,8 +82,8 @@ def _readme_console_command() -> dict[str, str]:
     return dict(word.split("=", 1) for word in words[:-3])
 
 
-def test_the_readmes_console_command_prints_a_turns_spans_and_metrics(devhost_workdir: Path) -> None:
-    env = {**_readme_console_command(), "SCRIPTED_CHUNK_DELAY_MS": "5"}
+def test_the_documented_console_command_prints_a_turns_spans_and_metrics(devhost_workdir: Path) -> None:
+    env = {**_documented_console_command(), "SCRIPTED_CHUNK_DELAY_MS": "5"}
     assert env["OTEL_TRACES_EXPORTER"] == env["OTEL_METRICS_EXPORTER"] == "console"
     host = DevHostProcess.start(devhost_workdir, env=env, name="otel-console")
     try:

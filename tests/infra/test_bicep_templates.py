@@ -702,10 +702,15 @@ def test_parameters_file_maps_azd_environment_variables(templates: dict[str, dic
             assert default in [str(value) for value in allowed], f"{name} defaults to {default}"
 
 
-def test_readme_documents_every_azd_variable() -> None:
+def test_the_docs_give_the_azd_commands_and_every_azd_variable() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     assert "## Deploy to Azure" in readme
-    section = readme.split("## Deploy to Azure", 1)[1]
+    readme_section = readme.split("## Deploy to Azure", 1)[1].split("\n## ", 1)[0]
+    for command in ("azd auth login", "azd up", "azd down --purge"):
+        assert command in readme_section, command
+    # The parameters live in docs/deploy.md, which the README's deploy section links to.
+    assert "(docs/deploy.md)" in readme_section
+    section = (REPO_ROOT / "docs" / "deploy.md").read_text()
     for command in ("azd auth login", "azd up", "azd down --purge"):
         assert command in section, command
     mapped = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
