@@ -92,7 +92,7 @@ param openAiDeploymentSku string = 'GlobalStandard'
 @description('Capacity of the chat deployment in thousands of tokens per minute.')
 param openAiDeploymentCapacity int = 10
 
-@description('Deploy a Durable Task Scheduler and task hub as the durable backend (host.json must then use the azureManaged provider, see README).')
+@description('Deploy a Durable Task Scheduler and task hub as the durable backend (host.json must then use the azureManaged provider, see docs/deploy.md).')
 param durableTaskSchedulerEnabled bool = false
 
 @allowed([
@@ -111,7 +111,7 @@ param taskHubName string = 'agentshub'
   '3.12'
   '3.13'
 ])
-@description('Python version of the Function App. 3.13 runs on azure-functions 1.25, the last release that installs there and that Agent Framework accepts (see README).')
+@description('Python version of the Function App. 3.13 runs on azure-functions 1.25, the last release that installs there and that Agent Framework accepts (see docs/testing.md).')
 param pythonVersion string = '3.12'
 
 @allowed([

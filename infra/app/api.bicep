@@ -1,5 +1,5 @@
 // The Function App: Flex Consumption (FC1) on Linux, Python 3.12 or 3.13, one user-assigned identity for
-// everything. The app settings carry the names the code reads (see README and
+// everything. The app settings carry the names the code reads (see docs/configuration.md and
 // local.settings.sample.json); connections are identity-based, no secret is stored.
 
 @minLength(2)
@@ -55,7 +55,7 @@ param applicationInsightsConnectionString string
   '3.12'
   '3.13'
 ])
-@description('Python version of the app; CI tests both (see README, Supported Python versions).')
+@description('Python version of the app; CI tests both (see docs/testing.md, Supported Python versions).')
 param pythonVersion string = '3.12'
 
 @allowed([

@@ -1,6 +1,6 @@
 // Optional Durable Task Scheduler backend: a scheduler and one task hub, reached by the app with
 // its identity (Durable Task Data Contributor on the scheduler). host.json has to switch to the
-// azureManaged storage provider for the app to use it (see README, "Deploy to Azure").
+// azureManaged storage provider for the app to use it (see docs/deploy.md).
 
 @minLength(3)
 @maxLength(64)
