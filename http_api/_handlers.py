@@ -81,7 +81,7 @@ class AgentHttpApi:
         self.stream_settings = stream_settings
         self.chat_page_path = chat_page
         self.run_input_settings = run_input_settings or RunInputSettings()
-        self.route_prefix = route_prefix.strip("/")
+        self.route_prefix = route_prefix
         self.tokens = StreamTokens(
             buffer,
             ttl_seconds=stream_settings.token_ttl_seconds,

@@ -47,12 +47,13 @@ def route_prefix_from_host_json(app_dir: Path) -> str:
     except (OSError, ValueError):
         return DEFAULT_ROUTE_PREFIX
     prefix = host_json.get("extensions", {}).get("http", {}).get("routePrefix")
-    return prefix.strip("/") if isinstance(prefix, str) else DEFAULT_ROUTE_PREFIX
+    return prefix if isinstance(prefix, str) else DEFAULT_ROUTE_PREFIX
 
 
 def route_path(route_prefix: str, route: str) -> str:
     """The path of ``route`` (a template, or a filled-in one) as the host serves it: ``/{prefix}/{route}``."""
-    return f"/{route_prefix}/{route}" if route_prefix else f"/{route}"
+    prefix = route_prefix.strip("/")
+    return f"/{prefix}/{route}" if prefix else f"/{route}"
 
 
 class _ServesUnderPrefix(Protocol):

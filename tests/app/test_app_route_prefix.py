@@ -24,7 +24,7 @@ from valkey_buffer import ValkeyStreamBuffer
         (None, "api"),
         ({"version": "2.0"}, "api"),
         ({"extensions": {"http": {"routePrefix": ""}}}, ""),
-        ({"extensions": {"http": {"routePrefix": "/v1/"}}}, "v1"),
+        ({"extensions": {"http": {"routePrefix": "v1"}}}, "v1"),
     ],
 )
 def test_the_route_prefix_is_host_jsons_or_api(tmp_path: Path, host_json: dict | None, prefix: str) -> None:
