@@ -15,9 +15,11 @@ import azure.functions as func
 from agent_framework_azurefunctions import AgentFunctionApp
 from azurefunctions.extensions.http.fastapi import Request, Response
 
-from http_api import AgentHttpApi, RunInputSettings, StreamSettings
+from http_api import AgentHttpApi, Routes, RunInputSettings, StreamSettings, route_prefix_from_host_json
 from travel_agents import ModelSettings, build_agents
 from valkey_buffer import ValkeyStreamBuffer
+
+APP_DIR = Path(__file__).parent
 
 # Settings: app settings in Azure, local.settings.json with `func start` (see local.settings.sample.json).
 model_settings = ModelSettings.from_env()
@@ -44,19 +46,21 @@ app = AgentFunctionApp(
     http_auth_level=func.AuthLevel.FUNCTION,
 )
 
+# The HTTP API the routes below call; its span names and stream URLs carry host.json's route prefix.
 api = AgentHttpApi(
     buffer=buffer,
     agent_names=[agent.name for agent in agents],
     stream_settings=stream_settings,
     poll_interval_seconds=app.poll_interval_seconds,
     max_poll_retries=app.max_poll_retries,
-    chat_page=Path(__file__).parent / "static" / "chat.html",
+    chat_page=APP_DIR / "static" / "chat.html",
     run_input_settings=run_input_settings,
+    route_prefix=route_prefix_from_host_json(APP_DIR),
 )
 
 
 @app.function_name("agent_run")
-@app.route(route="agents/{name}/run", methods=["POST"])
+@app.route(route=Routes.RUN, methods=["POST"])
 @app.durable_client_input(client_name="client")
 async def agent_run(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """Start a turn: 202 with its session and correlation ids, or the committed answer when asked to wait."""
@@ -64,7 +68,7 @@ async def agent_run(req: Request, client: df.DurableOrchestrationClient) -> Resp
 
 
 @app.function_name("agent_stream")
-@app.route(route="agents/{name}/stream", methods=["POST"])
+@app.route(route=Routes.STREAM, methods=["POST"])
 @app.durable_client_input(client_name="client")
 async def agent_stream(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """Start a turn and stream it live (SSE, or plain text for Accept: text/plain)."""
@@ -72,7 +76,7 @@ async def agent_stream(req: Request, client: df.DurableOrchestrationClient) -> R
 
 
 @app.function_name("agent_stream_resume")
-@app.route(route="agent/stream/{session_id}", methods=["GET"])
+@app.route(route=Routes.RESUME, methods=["GET"])
 @app.durable_client_input(client_name="client")
 async def agent_stream_resume(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """Resume a session's stream from `cursor` or Last-Event-ID, optionally one turn (`correlation_id`).
@@ -83,7 +87,7 @@ async def agent_stream_resume(req: Request, client: df.DurableOrchestrationClien
 
 
 @app.function_name("agent_stream_with_token")
-@app.route(route="streams/{session_id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@app.route(route=Routes.STREAM_WITH_TOKEN, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @app.durable_client_input(client_name="client")
 async def agent_stream_with_token(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """The resume route for browsers: anonymous, but only with a stream token (a run's `stream_url`)."""
@@ -91,7 +95,7 @@ async def agent_stream_with_token(req: Request, client: df.DurableOrchestrationC
 
 
 @app.function_name("agent_session")
-@app.route(route="agents/{name}/sessions/{session_id}", methods=["GET"])
+@app.route(route=Routes.SESSION, methods=["GET"])
 @app.durable_client_input(client_name="client")
 async def agent_session(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """A session's turns (message, answer, status) and the running turn with a `stream_url`."""
@@ -99,7 +103,7 @@ async def agent_session(req: Request, client: df.DurableOrchestrationClient) -> 
 
 
 @app.function_name("agent_turn_status")
-@app.route(route="agents/{name}/sessions/{session_id}/turns/{correlation_id}", methods=["GET"])
+@app.route(route=Routes.TURN, methods=["GET"])
 @app.durable_client_input(client_name="client")
 async def agent_turn_status(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """The committed outcome of a turn: pending (from acceptance on), completed, cancelled or failed."""
@@ -107,7 +111,7 @@ async def agent_turn_status(req: Request, client: df.DurableOrchestrationClient)
 
 
 @app.function_name("agent_turn_cancel")
-@app.route(route="agents/{name}/sessions/{session_id}/turns/{correlation_id}/cancel", methods=["POST"])
+@app.route(route=Routes.TURN_CANCEL, methods=["POST"])
 @app.durable_client_input(client_name="client")
 async def agent_turn_cancel(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """Stop a turn, on whichever instance runs it: 202 cancelling, or its outcome when it has ended."""
@@ -115,14 +119,14 @@ async def agent_turn_cancel(req: Request, client: df.DurableOrchestrationClient)
 
 
 @app.function_name("health")
-@app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@app.route(route=Routes.HEALTH, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def health(req: Request) -> Response:
     """Liveness, Valkey reachability (503 when unreachable) and the registered agents."""
     return await api.health(req)
 
 
 @app.function_name("chat_page")
-@app.route(route="chat", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@app.route(route=Routes.CHAT, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def chat_page(req: Request) -> Response:
     """The browser chat page (static/chat.html); it passes a `code` query value on to the API."""
     return await api.chat_page(req)

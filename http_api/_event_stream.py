@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,8 @@ from azurefunctions.extensions.http.fastapi import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from valkey_buffer import StreamChunk, ValkeyUnavailableError, chunk_to_sse, encode_sse_comment, encode_sse_event
+
+from ._settings import StreamSettings
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,8 @@ class _Unavailable:
 
 
 _Paced = StreamChunk | _Heartbeat | _TimeUp | _Unavailable
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class DeadlineStreamingResponse(StreamingResponse):
@@ -72,6 +76,50 @@ class DeadlineStreamingResponse(StreamingResponse):
             if aclose is not None:
                 with contextlib.suppress(Exception):
                     await aclose()
+
+
+def stream_response(
+    chunks: AsyncIterator[StreamChunk],
+    settings: StreamSettings,
+    *,
+    accept: str,
+    headers: Mapping[str, str],
+    prelude: Iterable[str] = (),
+) -> DeadlineStreamingResponse:
+    """The response that streams ``chunks``: SSE, or plain text when ``accept`` asks for it and not for SSE.
+
+    Args:
+        chunks: The buffer's reader (``read_stream``).
+        settings: Heartbeat, time limit and reconnect hint of stream responses.
+        accept: The request's ``Accept`` header.
+        headers: Response headers (the turn's ids).
+        prelude: SSE events to send first; plain text has none.
+    """
+    # The body ends itself at max_duration_seconds; the response is cut a little later even if
+    # the client stopped reading (then the body is never asked for its next part).
+    hard_limit = settings.max_duration_seconds + settings.heartbeat_seconds + 5
+    if _wants_plain_text(accept):
+        body = text_body(
+            chunks, heartbeat_seconds=settings.heartbeat_seconds, max_duration_seconds=settings.max_duration_seconds
+        )
+        return DeadlineStreamingResponse(
+            body, max_seconds=hard_limit, media_type="text/plain; charset=utf-8", headers=dict(headers)
+        )
+    body = sse_body(
+        chunks,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        max_duration_seconds=settings.max_duration_seconds,
+        retry_ms=settings.retry_ms,
+        prelude=prelude,
+    )
+    return DeadlineStreamingResponse(
+        body, max_seconds=hard_limit, media_type="text/event-stream", headers={**_SSE_HEADERS, **headers}
+    )
+
+
+def _wants_plain_text(accept: str) -> bool:
+    media_types = [part.split(";")[0].strip().lower() for part in accept.split(",")]
+    return "text/plain" in media_types and "text/event-stream" not in media_types
 
 
 async def sse_body(

@@ -19,7 +19,7 @@ from azurefunctions.extensions.http.fastapi import Request
 
 from valkey_buffer import InvalidIdError, validate_id
 
-from ._responses import RequestError
+from ._errors import RequestError
 from ._settings import RunInputSettings
 
 MAX_MESSAGE_CHARS = 32_000

@@ -17,58 +17,44 @@ span is its child.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any
 
 from azurefunctions.extensions.http.fastapi import Request, Response, StreamingResponse
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-ROUTE_PREFIX = "/api/"
-
 _tracer = trace.get_tracer("http_api")
 
-P = ParamSpec("P")
-S = TypeVar("S")
-Handler = Callable[Concatenate[S, Request, P], Awaitable[Response]]
 
-
-def traced_route(route: str) -> Callable[[Handler[S, P]], Handler[S, P]]:
-    """Decorate a route handler so that each request gets a span named ``{method} /api/{route}``.
+async def in_route_span(req: Request, http_route: str, respond: Callable[[], Awaitable[Response]]) -> Response:
+    """Answer a request with ``respond()`` inside its span, named ``{method} {http_route}``.
 
     Args:
-        route: The function's route template (``agents/{name}/stream``), without the ``api`` prefix.
+        req: The request.
+        http_route: The route template with the host's prefix (``/api/agents/{name}/stream``).
+        respond: Makes the response; a streaming response's body runs in the span, which ends with it.
     """
-    http_route = ROUTE_PREFIX + route
-
-    def decorate(handler: Handler[S, P]) -> Handler[S, P]:
-        @functools.wraps(handler)
-        async def traced(self: S, req: Request, *args: P.args, **kwargs: P.kwargs) -> Response:
-            span = _start_span(req, http_route)
-            token = otel_context.attach(trace.set_span_in_context(span))
-            try:
-                response = await handler(self, req, *args, **kwargs)
-            except BaseException as error:
-                span.record_exception(error)
-                span.set_status(Status(StatusCode.ERROR, type(error).__name__))
-                span.end()
-                raise
-            finally:
-                otel_context.detach(token)
-            span.set_attribute("http.response.status_code", response.status_code)
-            if response.status_code >= 500:
-                span.set_status(Status(StatusCode.ERROR))
-            if isinstance(response, StreamingResponse):
-                response.body_iterator = _BodyInSpan(response.body_iterator, span)
-            else:
-                span.end()
-            return response
-
-        return traced
-
-    return decorate
+    span = _start_span(req, http_route)
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        response = await respond()
+    except BaseException as error:
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        span.end()
+        raise
+    finally:
+        otel_context.detach(token)
+    span.set_attribute("http.response.status_code", response.status_code)
+    if response.status_code >= 500:
+        span.set_status(Status(StatusCode.ERROR))
+    if isinstance(response, StreamingResponse):
+        response.body_iterator = _BodyInSpan(response.body_iterator, span)
+    else:
+        span.end()
+    return response
 
 
 def current_trace_headers() -> dict[str, str]:

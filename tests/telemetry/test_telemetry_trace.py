@@ -136,7 +136,7 @@ async def test_a_resumed_readers_span_links_to_the_turns_trace(api: str, otel: O
 
 @pytest.fixture
 def route_log() -> Iterator[SpanRecordingHandler]:
-    with recording_log("http_api._handlers", logging.INFO) as handler:
+    with recording_log("http_api._turns", logging.INFO) as handler:
         yield handler
 
 
