@@ -3,43 +3,33 @@
 devhost stands in for the Functions host and the durable extension with parts of the Durable Task
 SDK, azure-functions-durable and Agent Framework that are not all public: the SDK's generated gRPC
 stubs and its in-memory backend's private state, the durable-client wrapper's hold on the function
-it wraps, and where ``AgentFunctionApp`` keeps its agents and default callback. Each is named in
-:data:`RELIANCES` with a probe, and :func:`check_devhost_dependencies` runs them when devhost is
-imported: a release that changes one stops devhost at once with a message naming it and the
-versions this code was written for, not half-way through a turn.
+it wraps, and where ``AgentFunctionApp`` keeps its agents and default callback; and OpenTelemetry's
+logs API, which still lives under private module names. The private modules are imported here and
+nowhere else; each behaviour is named in :data:`RELIANCES` with a probe, and
+:func:`check_devhost_dependencies` runs them when devhost is imported. A release that changes one
+stops devhost at once with a message naming it and the versions this code was written for, not
+half-way through a turn.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from types import ModuleType
+from typing import Any, NoReturn
 
 import azure.durable_functions as df
 from agent_framework_azurefunctions import AgentFunctionApp
-from azure.durable_functions.models.EntityStateResponse import EntityStateResponse
-from durabletask.internal import orchestrator_service_pb2_grpc as sidecar_stubs
 from durabletask.testing import InMemoryOrchestrationBackend
-
-__all__ = [
-    "WRITTEN_FOR",
-    "EntityStateResponse",
-    "InMemoryOrchestrationBackend",
-    "IncompatibleDependencyError",
-    "Reliance",
-    "add_sidecar_servicer",
-    "agents_of",
-    "callback_of",
-    "check_devhost_dependencies",
-    "user_function_of",
-]
 
 WRITTEN_FOR: dict[str, str] = {
     "durabletask": "1.12.0",
     "azure-functions-durable": "1.7.0",
     "agent-framework-azurefunctions": "1.0.0b260922",
+    "opentelemetry-sdk": "1.45.1",
 }
 """The releases whose private names and behaviours this module describes."""
 
@@ -50,6 +40,63 @@ BACKEND_STATE = ("_port", "_server", "_shutdown_event")
 
 class IncompatibleDependencyError(RuntimeError):
     """An installed library lacks a private name or behaviour devhost relies on."""
+
+
+def _versions(packages: dict[str, str]) -> str:
+    return ", ".join(f"{name} {version}" for name, version in packages.items())
+
+
+def _installed() -> dict[str, str]:
+    installed: dict[str, str] = {}
+    for name in WRITTEN_FOR:
+        try:
+            installed[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            installed[name] = "(not installed)"
+    return installed
+
+
+def _fail(what: str, cause: str = "") -> NoReturn:
+    raise IncompatibleDependencyError(
+        f"devhost relies on {what}, which the installed packages do not offer{cause}. "
+        f"Installed: {_versions(_installed())}. Written for: {_versions(WRITTEN_FOR)}. "
+        "Install those (requirements.txt and requirements-dev.txt pin them) or update devhost/_compat.py."
+    )
+
+
+def _private_module(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        _fail(f"the module {name}", f" ({error})")
+
+
+sidecar_stubs = _private_module("durabletask.internal.orchestrator_service_pb2_grpc")
+"""The SDK's generated gRPC stubs of the sidecar service, which its in-memory backend implements."""
+
+EntityStateResponse: Any = _private_module("azure.durable_functions.models.EntityStateResponse").EntityStateResponse
+"""What ``DurableOrchestrationClient.read_entity_state`` returns; not exported by the package itself."""
+
+# OpenTelemetry's logs API and SDK, still under private module names (the OTLP log exporters too, see
+# otlp_log_exporter): the SDK is installed with the app's requirements, through azure-monitor-opentelemetry.
+_logs_api = _private_module("opentelemetry._logs")
+_logs_sdk = _private_module("opentelemetry.sdk._logs")
+_logs_export = _private_module("opentelemetry.sdk._logs.export")
+set_logger_provider: Callable[..., None] = _logs_api.set_logger_provider
+LoggerProvider: Any = _logs_sdk.LoggerProvider
+BatchLogRecordProcessor: Any = _logs_export.BatchLogRecordProcessor
+SimpleLogRecordProcessor: Any = _logs_export.SimpleLogRecordProcessor
+ConsoleLogRecordExporter: Any = _logs_export.ConsoleLogRecordExporter
+
+
+def otlp_log_exporter(protocol: str) -> Any:
+    """The OTLP log exporter class for ``protocol`` (``grpc`` or ``http/protobuf``), imported on first use.
+
+    The exporters are development requirements, imported only when logs are exported over OTLP.
+    """
+    transport = "grpc" if protocol == "grpc" else "http"
+    exporter: Any = _private_module(f"opentelemetry.exporter.otlp.proto.{transport}._log_exporter").OTLPLogExporter
+    return exporter
 
 
 def add_sidecar_servicer(servicer: Any, server: Any) -> None:
@@ -151,21 +198,11 @@ RELIANCES: tuple[Reliance, ...] = (
         _durable_client_wrapper_keeps_the_function,
     ),
     Reliance("AgentFunctionApp's agents and default_callback", _agent_app_keeps_agents_and_callback),
+    Reliance(
+        "OpenTelemetry's LoggerProvider with add_log_record_processor and shutdown",
+        lambda: callable(LoggerProvider.add_log_record_processor) and callable(LoggerProvider.shutdown),
+    ),
 )
-
-
-def _versions(packages: dict[str, str]) -> str:
-    return ", ".join(f"{name} {version}" for name, version in packages.items())
-
-
-def _installed() -> dict[str, str]:
-    installed: dict[str, str] = {}
-    for name in WRITTEN_FOR:
-        try:
-            installed[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            installed[name] = "(not installed)"
-    return installed
 
 
 def check_devhost_dependencies(reliances: tuple[Reliance, ...] = RELIANCES) -> None:
@@ -183,11 +220,7 @@ def check_devhost_dependencies(reliances: tuple[Reliance, ...] = RELIANCES) -> N
         else:
             cause = ""
         if not holds:
-            raise IncompatibleDependencyError(
-                f"devhost relies on {reliance.what}, which the installed packages do not offer{cause}. "
-                f"Installed: {_versions(_installed())}. Written for: {_versions(WRITTEN_FOR)}. "
-                "Install those (requirements.txt pins them) or update devhost/_compat.py."
-            )
+            _fail(reliance.what, cause)
 
 
 check_devhost_dependencies()
