@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from agent_framework import AgentContext, Content
+from agent_framework import AgentContext, BaseChatClient, Content
 from agent_framework_durabletask import (
     AgentEntity,
     DurableAgentState,
@@ -109,6 +109,12 @@ def _middleware_context_has_options() -> bool:
     return {"options", "metadata", "stream", "result"} <= _parameters(AgentContext.__init__)
 
 
+def _chat_client_hook_is_the_one_scripted() -> bool:
+    # The offline scripted model implements the abstract hook every chat client implements.
+    hook = BaseChatClient._inner_get_response
+    return {"messages", "stream", "options"} <= _parameters(hook) and getattr(hook, "__isabstractmethod__", False)
+
+
 def _from_state(content: Content) -> Any:
     # Through the state's own JSON, as the HTTP routes read it back from the entity.
     response = DurableAgentStateResponse(
@@ -129,10 +135,10 @@ def _reasoning_survives_the_state() -> bool:
 
 def _errors_survive_the_state() -> bool:
     stored = _from_state(Content.from_error(message="probe", error_code="Probe"))
-    return isinstance(stored, DurableAgentStateErrorContent) and (stored.message, stored.error_code) == (
+    return isinstance(stored, DurableAgentStateErrorContent) and [stored.message, stored.error_code] == [
         "probe",
         "Probe",
-    )
+    ]
 
 
 RELIANCES: tuple[Reliance, ...] = (
@@ -146,6 +152,10 @@ RELIANCES: tuple[Reliance, ...] = (
     Reliance(
         "AgentContext's options, metadata, stream and result (the middleware's view of a run)",
         _middleware_context_has_options,
+    ),
+    Reliance(
+        "BaseChatClient._inner_get_response(*, messages, stream, options): the scripted model's hook",
+        _chat_client_hook_is_the_one_scripted,
     ),
     Reliance("a reasoning content read back from the durable state with its text", _reasoning_survives_the_state),
     Reliance(
