@@ -2,8 +2,10 @@
 
 ``python -m devhost`` serves the app's HTTP functions on http://127.0.0.1:7071 by calling the very
 handlers the app registers, backs their durable client bindings with the Durable Task SDK's in-memory
-backend, hosts the agents as durable entities with the app's Valkey buffer as callback, and starts an
-embedded ``valkey-server`` unless ``VALKEY_HOST`` or ``VALKEY_URL`` points at one.
+backend, hosts the app's agents as durable entities with the app's default callback (its Valkey
+buffer), and starts an embedded ``valkey-server`` unless ``VALKEY_HOST`` or ``VALKEY_URL`` points at
+one. Everything it needs from the app comes from ``app``; what it relies on in other libraries beyond
+their public API is in ``_compat``.
 """
 
 from __future__ import annotations

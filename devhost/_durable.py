@@ -11,17 +11,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterable, Mapping
 from concurrent import futures
 from typing import Any
 
 import grpc
-from azure.durable_functions.models.EntityStateResponse import EntityStateResponse
 from durabletask.client import AsyncTaskHubGrpcClient
 from durabletask.entities import EntityInstanceId
-from durabletask.internal import orchestrator_service_pb2_grpc as stubs
-from durabletask.testing import InMemoryOrchestrationBackend
 from durabletask.worker import ConcurrencyOptions, TaskHubGrpcWorker
+
+from ._compat import (
+    EntityStateResponse,
+    InMemoryOrchestrationBackend,
+    add_sidecar_servicer,
+    agents_of,
+    callback_of,
+)
 
 logger = logging.getLogger("devhost")
 
@@ -43,7 +47,8 @@ class LoopbackOrchestrationBackend(InMemoryOrchestrationBackend):
     """The in-memory backend, listening on one address only (loopback by default).
 
     The SDK's backend binds every interface; an unauthenticated API that can start and signal
-    anything has no business on a LAN, so this one binds where it is told.
+    anything has no business on a LAN, so this one binds where it is told. :meth:`start` sets the
+    backend's private state as the SDK's own does (``_compat.BACKEND_STATE``).
 
     Args:
         host: The address to listen on.
@@ -72,7 +77,7 @@ class LoopbackOrchestrationBackend(InMemoryOrchestrationBackend):
         # One thread per open GetWorkItems stream plus the short calls of every HTTP request: more
         # than the SDK's 10 so that several workers and a burst of requests never queue behind them.
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="durable-backend"))
-        stubs.add_TaskHubSidecarServiceServicer_to_server(self, server)
+        add_sidecar_servicer(self, server)
         try:
             bound = server.add_insecure_port(f"{self._host}:{self._port}")
         except RuntimeError:  # recent grpcio raises where older ones returned 0
@@ -202,20 +207,13 @@ class TurnReportingCallback:
         )
 
 
-def agents_of(agents: Mapping[str, Any] | Iterable[Any]) -> list[Any]:
-    """The agent objects from ``function_app.agents``, whether it is a name->agent mapping or a list."""
-    if isinstance(agents, Mapping):
-        return list(agents.values())
-    return list(agents)
-
-
-def start_agent_worker(address: str, agents: list[Any], callback: Any, *, max_concurrent_turns: int) -> Any:
-    """Host the agents as durable entities (``dafx-{name}``) in a worker connected to the backend.
+def start_agent_worker(address: str, app: Any, *, max_concurrent_turns: int) -> Any:
+    """Host an ``AgentFunctionApp``'s agents as durable entities (``dafx-{name}``) in a worker connected to the backend.
 
     Args:
         address: ``host:port`` of the durable backend.
-        agents: The agents to register.
-        callback: The response callback every agent streams through (the app's Valkey buffer).
+        app: The ``AgentFunctionApp``; its agents are registered with its default callback (the
+            app's Valkey buffer), as its entity functions register them on Azure.
         max_concurrent_turns: Worker threads; each running turn holds one until it commits.
 
     Returns:
@@ -228,8 +226,8 @@ def start_agent_worker(address: str, agents: list[Any], callback: Any, *, max_co
         concurrency_options=ConcurrencyOptions(maximum_thread_pool_workers=max_concurrent_turns),
         logger=_QUIET,
     )
-    agent_worker = DurableAIAgentWorker(worker, callback=TurnReportingCallback(callback))
-    for agent in agents:
+    agent_worker = DurableAIAgentWorker(worker, callback=TurnReportingCallback(callback_of(app)))
+    for agent in agents_of(app):
         agent_worker.add_agent(agent)
     agent_worker.start()
     return agent_worker

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from ._compat import user_function_of
 from ._durable import UnsupportedEntityKeyError
 from ._routing import RouteTemplate
 
@@ -85,11 +86,9 @@ def http_functions_of(app: Any, route_prefix: str = "api") -> tuple[list[HttpFun
         handler = function.get_user_function()
         client_params = [b.name for b in function.get_bindings() if _binding_type(b) == _DURABLE_CLIENT]
         if client_params:
-            # azure-functions-durable wraps the handler in a middleware that builds a
-            # DurableOrchestrationClient from the JSON the durable extension passes, and keeps the
-            # handler it wraps as `client_function`. There is no extension here: call that very
-            # handler and hand it the shim where the rich client would go.
-            handler = getattr(handler, "client_function", handler)
+            # There is no durable extension here to feed azure-functions-durable's client wrapper:
+            # call the function it wraps and hand it the shim where the rich client would go.
+            handler = user_function_of(handler)
         methods = frozenset(str(getattr(m, "value", m)).upper() for m in (getattr(trigger, "methods", None) or []))
         parameters = inspect.signature(handler).parameters
         http.append(

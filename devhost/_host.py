@@ -19,7 +19,8 @@ from typing import Any
 
 import uvicorn
 
-from ._durable import DurableClientShim, LoopbackOrchestrationBackend, agents_of, start_agent_worker
+from ._compat import agents_of, callback_of
+from ._durable import DurableClientShim, LoopbackOrchestrationBackend, start_agent_worker
 from ._functions_http import FunctionsHttpApp, HttpFunction, http_functions_of
 from ._valkey import EmbeddedValkey, configured_valkey
 
@@ -103,6 +104,14 @@ def _describe_model(agent: Any) -> str:
     return f"{kind} ({model})" if model else kind
 
 
+def _app_of(module: Any, module_name: str) -> Any:
+    # The app is the module's `app`, as the Python worker finds it; its agents and callback come from it.
+    app = getattr(module, "app", None)
+    if app is None or not hasattr(app, "agents") or not hasattr(app, "get_functions"):
+        raise HostStartError(f"{module_name}.app is not an AgentFunctionApp")
+    return app
+
+
 class _DevServer(uvicorn.Server):
     """uvicorn, ending the app's open streams as soon as shutdown starts instead of cancelling them later."""
 
@@ -128,7 +137,7 @@ class LocalHost:
         self._backend: LoopbackOrchestrationBackend | None = None
         self._worker: Any = None
         self._client: DurableClientShim | None = None
-        self._app_module: Any = None
+        self._app: Any = None
 
     def start(self) -> None:
         """Start Valkey (unless configured), import the app, start the backend (unless shared) and the worker.
@@ -148,7 +157,7 @@ class LocalHost:
         if str(PROJECT_ROOT) not in sys.path:
             sys.path.insert(0, str(PROJECT_ROOT))
         # Imported only now: the app reads its Valkey settings from the environment when imported.
-        self._app_module = importlib.import_module(opts.app_module)
+        self._app = _app_of(importlib.import_module(opts.app_module), opts.app_module)
 
         address = opts.backend
         if address is None:
@@ -162,16 +171,11 @@ class LocalHost:
         self._backend_address = address
         self._client = DurableClientShim(address)
         if opts.worker:
-            self._worker = start_agent_worker(
-                address,
-                agents_of(self._app_module.agents),
-                self._app_module.buffer,
-                max_concurrent_turns=opts.max_concurrent_turns,
-            )
+            self._worker = start_agent_worker(address, self._app, max_concurrent_turns=opts.max_concurrent_turns)
 
     async def serve(self, sock: socket.socket) -> None:
         """Serve the app's HTTP functions on ``sock`` until Ctrl-C or SIGTERM (call :meth:`start` first)."""
-        functions, others = http_functions_of(self._app_module.app, _route_prefix(PROJECT_ROOT))
+        functions, others = http_functions_of(self._app, _route_prefix(PROJECT_ROOT))
         landing = next((f.route.template for f in functions if f.route.template.endswith("/chat")), None)
         asgi = FunctionsHttpApp(functions, self._client, landing_route=landing, on_shutdown=self._close_connections)
         config = uvicorn.Config(
@@ -194,10 +198,11 @@ class LocalHost:
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._client.aclose(), timeout=3)
-        buffer = getattr(self._app_module, "buffer", None)
-        if buffer is not None:
+        # The app's callback (its Valkey buffer) holds connections opened on this loop.
+        aclose = getattr(callback_of(self._app), "aclose", None)
+        if aclose is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(buffer.aclose(), timeout=3)
+                await asyncio.wait_for(aclose(), timeout=3)
 
     def stop(self, worker_grace: float = 3.0) -> None:
         """Stop every part that was started, in reverse order (idempotent, never raises).
@@ -242,7 +247,7 @@ class LocalHost:
             if self._backend
             else f"connected to {self._backend_address} (--backend)"
         )
-        agents = agents_of(self._app_module.agents)
+        agents = agents_of(self._app)
         names = ", ".join(f"dafx-{getattr(a, 'name', '?')}" for a in agents) or "none"
         worker = f"entities {names}" if self._worker else "off (--no-worker): another host runs the entities"
         models = "; ".join(f"{getattr(a, 'name', '?')}: {_describe_model(a)}" for a in agents) or "none"

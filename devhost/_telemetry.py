@@ -187,27 +187,23 @@ def _meter_provider(exporters: list[str], protocol: str, resource: Any, interval
 
 
 def _logger_provider(exporters: list[str], protocol: str, resource: Any) -> tuple[Any, logging.Handler]:
-    from opentelemetry._logs import set_logger_provider
     from opentelemetry.instrumentation.logging.handler import LoggingHandler
-    from opentelemetry.sdk._logs import LoggerProvider
-    from opentelemetry.sdk._logs.export import (
+
+    from ._compat import (
         BatchLogRecordProcessor,
         ConsoleLogRecordExporter,
+        LoggerProvider,
         SimpleLogRecordProcessor,
+        otlp_log_exporter,
+        set_logger_provider,
     )
 
     provider = LoggerProvider(resource=resource)
     for name in exporters:
         if name == "console":
             provider.add_log_record_processor(SimpleLogRecordProcessor(ConsoleLogRecordExporter()))
-        elif protocol == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-
-            provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
         else:
-            from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogExporter
-
-            provider.add_log_record_processor(BatchLogRecordProcessor(HttpLogExporter()))
+            provider.add_log_record_processor(BatchLogRecordProcessor(otlp_log_exporter(protocol)()))
     set_logger_provider(provider)
     # Every record that reaches the root logger's level is exported with the span current when it was logged.
     handler = LoggingHandler(logger_provider=provider)

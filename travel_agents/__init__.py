@@ -6,6 +6,9 @@ from typing import Protocol
 
 from agent_framework import Agent
 
+# First: stops the import when the installed Agent Framework lacks a private name or behaviour the
+# middleware relies on, with a message that names it (see _af_compat).
+from . import _af_compat  # noqa: F401
 from ._model import DEFAULT_SCRIPTED_CHUNK_DELAY_MS, ModelSettings, create_chat_client
 from ._scripted_model import (
     FAIL_MARKER,

@@ -3,7 +3,8 @@
 ``agent.run`` is given neither the session nor the correlation id, yet the failure reporter and the
 cancellation middleware both need them. The HTTP routes therefore put them into the ``RunRequest``
 options under a private key (:func:`turn_options`), which the durable entity forwards to
-``agent.run(options=...)`` (for its streaming run and for its non-streaming retry alike). The first
+``agent.run(options=...)`` (for its streaming run and for its non-streaming retry alike; an
+undocumented behaviour, checked in ``_af_compat``). The first
 middleware that looks takes the key out, so the chat client never sees it, and leaves the ids in the
 run's middleware metadata for the others. The same key carries what the tracing middleware needs on
 the other side of the durable hop: the accepting request's trace context (W3C headers) and when it

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from devhost import DurableClientShim, FunctionsHttpApp, LoopbackOrchestrationBackend, http_functions_of
-from devhost._durable import agents_of, start_agent_worker
+from devhost._durable import start_agent_worker
 from devhost._functions_http import HttpFunction
 from tests.app.app_harness import load_function_app, serve
 from tests.valkey_servers import ValkeyProcess
@@ -54,7 +54,7 @@ def local_pieces(valkey_server: ValkeyProcess, otel_sdk: Any) -> Iterator[LocalP
     functions, _ = http_functions_of(module.app)
     backend = LoopbackOrchestrationBackend("127.0.0.1", 0)
     address = backend.start()
-    worker = start_agent_worker(address, agents_of(module.agents), module.buffer, max_concurrent_turns=4)
+    worker = start_agent_worker(address, module.app, max_concurrent_turns=4)
     yield LocalPieces(module=module, functions=functions, backend_address=address)
     stopper = threading.Thread(target=worker.stop, daemon=True)
     stopper.start()
