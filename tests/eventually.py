@@ -23,7 +23,7 @@ def _describe(message: str | Callable[[], str], timeout: float) -> str:
 
 
 async def eventually(
-    condition: Callable[[], T | Awaitable[T]],
+    condition: Callable[[], T | None | Awaitable[T | None]],
     *,
     timeout: float = 10.0,
     interval: float = 0.01,
@@ -57,7 +57,7 @@ async def eventually(
 
 
 def eventually_blocking(
-    condition: Callable[[], T],
+    condition: Callable[[], T | None],
     *,
     timeout: float = 10.0,
     interval: float = 0.05,
