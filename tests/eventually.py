@@ -23,9 +23,9 @@ def _describe(message: str | Callable[[], str], timeout: float) -> str:
 
 
 async def eventually(
-    condition: Callable[[], T | None | Awaitable[T | None]],
+    condition: Callable[[], T | Awaitable[T | None] | None],
     *,
-    timeout: float = 10.0,
+    timeout: float = 10.0,  # noqa: ASYNC109 (the wait fails saying what never became true)
     interval: float = 0.01,
     message: str | Callable[[], str] = "the condition never became true",
 ) -> T:
