@@ -145,7 +145,7 @@ async def _outage_scenario(outage: float, server: ValkeyProcess, make_buffer: Ma
     await outage_task
     # A client that reconnects right after the restart may get "unavailable" (a 503) while the
     # connection is re-established: like a client that retries, start once Valkey answers.
-    await eventually(readers.ping, timeout=5, interval=0.1, message="Valkey never answered after its restart")
+    await eventually(readers.ping, timeout=20, interval=0.1, message="Valkey never answered after its restart")
     resumed_started = time.monotonic()
     resumed = await asyncio.wait_for(_read(readers, session, last_seen_before_outage, commit), 20)
     resumed_ended = time.monotonic()

@@ -83,7 +83,7 @@ async def test_valkey_restarted_mid_turn_the_writer_survives_and_readers_end(
 
     server.start()  # same port, empty data set
     # GLIDE reconnects by itself, with backoff.
-    await eventually(buffer.ping, timeout=10, interval=0.1, message="Valkey never answered after its restart")
+    await eventually(buffer.ping, timeout=20, interval=0.1, message="Valkey never answered after its restart")
     after = [f"after{i} " for i in range(20)]
     for piece in after:
         await buffer.on_streaming_response_update(update(piece), ctx)
