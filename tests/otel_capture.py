@@ -7,11 +7,9 @@ metrics are compared as differences between two snapshots (the SDK's sums are cu
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +19,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, NumberDataPoint
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+from tests.eventually import eventually
 
 
 class _CapturingExporter(SpanExporter):
@@ -84,15 +84,12 @@ class OtelCapture:
     ) -> ReadableSpan:
         """The first finished span that ``predicate`` accepts, waiting up to ``within`` seconds for it
         (without blocking the loop: spans may end in tasks of the test's own loop)."""
-        deadline = time.monotonic() + within
-        while True:
-            found = [span for span in self.spans() if predicate(span)]
-            if found:
-                return found[0]
-            if time.monotonic() > deadline:
-                names = sorted({span.name for span in self.spans()})
-                raise AssertionError(f"{what} did not end within {within:g} s; spans that did: {names}")
-            await asyncio.sleep(0.02)
+        return await eventually(
+            lambda: next((span for span in self.spans() if predicate(span)), None),
+            timeout=within,
+            interval=0.02,
+            message=lambda: f"{what} did not end; spans that did: {sorted({span.name for span in self.spans()})}",
+        )
 
     def snapshot(self) -> Snapshot:
         """Every data point of every metric now (cumulative since the SDK was installed)."""

@@ -17,6 +17,7 @@ import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
 
 from tests.app.app_harness import DurableClientDouble, entity_functions, load_function_app, serve, starlette_app_for
+from tests.eventually import eventually
 from tests.shown_text import sse_text
 from tests.valkey_servers import ValkeyProcess, free_port
 from travel_agents import ScriptedChatClient, scripted_answer, split_into_chunks
@@ -70,12 +71,21 @@ def _turn_url(session_id: str, correlation_id: str) -> str:
 
 
 async def _status(http: httpx.AsyncClient, session_id: str, correlation_id: str, *, until: str) -> dict:
-    deadline = time.monotonic() + 20
-    while True:
+    """The turn's status once it is ``until``."""
+    body: dict = {}
+
+    async def reached() -> bool:
+        nonlocal body
         body = (await http.get(_turn_url(session_id, correlation_id))).json()
-        if body["status"] == until or time.monotonic() > deadline:
-            return body
-        await asyncio.sleep(0.05)
+        return body["status"] == until
+
+    await eventually(
+        reached,
+        timeout=20,
+        interval=0.05,
+        message=lambda: f"turn {correlation_id} is {body['status']!r}, not {until!r}",
+    )
+    return body
 
 
 async def test_cancel_mid_stream_stops_the_model_and_commits_the_partial_answer(
@@ -168,9 +178,7 @@ async def test_a_queued_turn_that_is_cancelled_never_calls_the_model(
     calls_before = model.calls
     first = (await http.post(f"/api/agents/{AGENT}/run", json={"message": "Lisbon"})).json()
     session_id = first["session_id"]
-    async with asyncio.timeout(10):
-        while model.calls == calls_before:  # noqa: ASYNC110 (the model is polled: it has no event to wait on)
-            await asyncio.sleep(0.01)
+    await eventually(lambda: model.calls > calls_before, timeout=10, message="the first turn never called the model")
     # The entity runs one operation at a time: this turn waits behind the first one.
     queued = (await http.post(f"/api/agents/{AGENT}/run", json={"message": "Porto", "session_id": session_id})).json()
     cancel = await http.post(f"{_turn_url(session_id, queued['correlation_id'])}/cancel")

@@ -13,6 +13,7 @@ from agent_framework_durabletask import DurableAgentState, RunRequest
 
 from http_api import outcome_from_state
 from tests.app.app_harness import entity_context_json, entity_functions
+from tests.eventually import eventually
 from tests.shown_text import chunks_text
 from travel_agents import FAIL_MARKER, FLAKY_MARKER, turn_options
 from valkey_buffer import StreamChunk, ValkeyStreamBuffer
@@ -89,7 +90,8 @@ async def test_a_reader_following_a_failing_turn_gets_the_error_promptly(
         return seen, time.monotonic()
 
     reader = asyncio.create_task(follow())
-    await asyncio.sleep(0.2)  # the reader is live before the turn starts
+    # The reader is live before the turn starts.
+    await eventually(lambda: buffer.reader_stats().active == 1, message="the reader never joined the live feed")
     await _run_entity(app_module, session_id, request)
     entity_done = time.monotonic()
     chunks, reader_done = await asyncio.wait_for(reader, 10)

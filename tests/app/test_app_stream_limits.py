@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from http_api import AgentHttpApi, StreamSettings
 from tests.app.app_harness import DurableClientDouble, entity_functions, load_function_app, serve, starlette_app_for
+from tests.eventually import eventually
 from tests.valkey_servers import free_port
 from valkey_buffer import ValkeyStreamBuffer
 
@@ -157,9 +158,7 @@ async def test_a_client_that_stops_reading_holds_bounded_memory_and_is_cut_at_th
     await loop.sock_sendall(client, request.encode())
     try:
         started = time.monotonic()
-        while buffer.reader_stats().active == 0:
-            assert time.monotonic() - started < 5, "the reader never joined"
-            await asyncio.sleep(0.01)
+        await eventually(lambda: buffer.reader_stats().active > 0, timeout=5, message="the reader never joined")
 
         # The agent keeps streaming: far more than every socket buffer on the way can hold.
         most_queued = 0
@@ -168,9 +167,19 @@ async def test_a_client_that_stops_reading_holds_bounded_memory_and_is_cut_at_th
             if i % 50 == 0:
                 await asyncio.sleep(0.001)
                 most_queued = max(most_queued, buffer.reader_stats().queued_entries)
-        while buffer.reader_stats().active and time.monotonic() - started < 15:
-            most_queued = max(most_queued, buffer.reader_stats().queued_entries)
-            await asyncio.sleep(0.02)
+
+        def released() -> bool:
+            nonlocal most_queued
+            stats = buffer.reader_stats()
+            most_queued = max(most_queued, stats.queued_entries)
+            return stats.active == 0
+
+        await eventually(
+            released,
+            timeout=max(0.0, 15 - (time.monotonic() - started)),
+            interval=0.02,
+            message="the server never ended the response of the client that reads nothing",
+        )
         released_after = time.monotonic() - started
     finally:
         client.close()

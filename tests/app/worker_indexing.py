@@ -32,6 +32,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
+from tests.eventually import eventually
+
 
 class _Message:
     """A protocol message: keyword fields only, each one the protocol defines for it; read as attributes."""
@@ -263,19 +265,21 @@ def _worker_view(function_ids: Mapping[str, str]) -> dict[str, Any]:
 async def _listening(uri: str) -> bool:
     """Whether the worker's HTTP server (the host's proxy target) accepts connections at ``uri`` within 10 s."""
     host, port = uri.removeprefix("http://").rsplit(":", 1)
+
+    async def accepts() -> bool:
+        try:
+            _, writer = await asyncio.open_connection(host, int(port))
+        except OSError:
+            return False
+        writer.close()
+        await writer.wait_closed()
+        return True
+
     try:
-        async with asyncio.timeout(10):
-            while True:
-                try:
-                    _, writer = await asyncio.open_connection(host, int(port))
-                except OSError:
-                    await asyncio.sleep(0.05)
-                    continue
-                writer.close()
-                await writer.wait_closed()
-                return True
-    except TimeoutError:
+        await eventually(accepts, timeout=10, interval=0.05)
+    except AssertionError:
         return False
+    return True
 
 
 def _invocation(

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from agent_framework import AgentResponse, AgentResponseUpdate, Content, Message
 from agent_framework_durabletask import AgentCallbackContext
 
 from valkey_buffer import StreamChunk, ValkeyStreamBuffer
+
+MakeBuffer = Callable[..., ValkeyStreamBuffer]
+"""The ``make_buffer`` fixture: ``make_buffer(settings, **options)`` builds a buffer closed when the test ends."""
 
 
 def new_id(prefix: str = "s") -> str:

@@ -5,29 +5,30 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
-from tests.buffer.helpers import collect, new_id, stream_turn
+from tests.buffer.helpers import MakeBuffer, collect, new_id, stream_turn
+from tests.eventually import eventually
 from tests.shown_text import chunks_text
 from tests.valkey_servers import ValkeyCluster, ValkeyProcess
-from valkey_buffer import ValkeySettings, ValkeyStreamBuffer
+from valkey_buffer import ValkeySettings
 
 
-async def test_cluster_round_trip_and_live_readers_across_slots(cluster_settings: ValkeySettings) -> None:
-    buffer = ValkeyStreamBuffer(cluster_settings)
-    try:
-        sessions = [new_id() for _ in range(12)]  # keys spread over all three primaries
-        readers = [asyncio.create_task(collect(buffer, s, correlation_id="t")) for s in sessions]
-        await asyncio.sleep(0.1)
-        await asyncio.gather(*(stream_turn(buffer, s, "t", [s, " done"]) for s in sessions))
-        results = await asyncio.wait_for(asyncio.gather(*readers), 15)
-        assert [chunks_text(chunks) for chunks in results] == [f"{s} done" for s in sessions]
-        tail = await collect(buffer, sessions[0], results[0][0].entry_id)
-        assert chunks_text(tail) == " done"
-    finally:
-        await buffer.aclose()
+async def test_cluster_round_trip_and_live_readers_across_slots(
+    cluster_settings: ValkeySettings, make_buffer: MakeBuffer
+) -> None:
+    buffer = make_buffer(cluster_settings)
+    sessions = [new_id() for _ in range(12)]  # keys spread over all three primaries
+    readers = [asyncio.create_task(collect(buffer, s, correlation_id="t")) for s in sessions]
+    await eventually(lambda: buffer.reader_stats().active == 12, message="12 readers never joined the live feed")
+    await asyncio.gather(*(stream_turn(buffer, s, "t", [s, " done"]) for s in sessions))
+    results = await asyncio.wait_for(asyncio.gather(*readers), 15)
+    assert [chunks_text(chunks) for chunks in results] == [f"{s} done" for s in sessions]
+    tail = await collect(buffer, sessions[0], results[0][0].entry_id)
+    assert chunks_text(tail) == " done"
 
 
 async def test_cluster_keys_really_live_on_different_primaries(valkey_cluster: ValkeyCluster) -> None:
@@ -61,30 +62,28 @@ class RotatingCredential:
         return _Token(token, int(time.time() + self.lifetime))
 
 
-async def test_entra_token_is_renewed_before_expiry_and_survives_reconnects() -> None:
-    server = ValkeyProcess().start()
+async def test_entra_token_is_renewed_before_expiry_and_survives_reconnects(
+    make_valkey_server: Callable[[], ValkeyProcess], make_buffer: MakeBuffer
+) -> None:
+    server = make_valkey_server()
     user = "00000000-aaaa-bbbb-cccc-000000000001"
     credential = RotatingCredential(server, user, lifetime=4)
     settings = ValkeySettings(host=server.host, port=server.port, auth="entra", username=user, request_timeout_ms=500)
-    buffer = ValkeyStreamBuffer(settings, credential=credential, token_refresh_margin_seconds=2)
-    try:
-        session = new_id()
-        await stream_turn(buffer, session, "before", ["one"])
-        assert credential.issued == ["token-1"]
+    buffer = make_buffer(settings, credential=credential, token_refresh_margin_seconds=2)
+    session = new_id()
+    await stream_turn(buffer, session, "before", ["one"])
+    assert credential.issued == ["token-1"]
 
-        await asyncio.sleep(3)  # renewal is due about 2 s before the 4 s expiry
-        assert len(credential.issued) >= 2
+    # Renewal is due about 2 s before the 4 s expiry.
+    await eventually(lambda: len(credential.issued) >= 2, timeout=3, message="the token was not renewed")
 
-        # Drop every connection of the identity: GLIDE reconnects with the password it has now.
-        server.command("CLIENT", "KILL", "USER", user)
-        await asyncio.sleep(0.3)
-        await stream_turn(buffer, session, "after", ["two"])
-        assert chunks_text(await collect(buffer, session, correlation_id="after")) == "two"
-        assert buffer.stats.entries_dropped == 0
-        assert f"user={user}" in str(server.command("CLIENT", "LIST"))
-    finally:
-        await buffer.aclose()
-        server.stop()
+    # Drop every connection of the identity: GLIDE reconnects with the password it has now.
+    server.command("CLIENT", "KILL", "USER", user)
+    await asyncio.sleep(0.3)
+    await stream_turn(buffer, session, "after", ["two"])
+    assert chunks_text(await collect(buffer, session, correlation_id="after")) == "two"
+    assert buffer.stats.entries_dropped == 0
+    assert f"user={user}" in str(server.command("CLIENT", "LIST"))
 
 
 async def test_entra_username_defaults_to_the_tokens_object_id() -> None:

@@ -7,27 +7,25 @@ only the final text: a stall, a gap or a duplicate fails them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.buffer.helpers import new_id
+from tests.buffer.helpers import MakeBuffer, new_id
 from tests.busy_session import busy_session
+from tests.eventually import eventually
 from tests.valkey_servers import ValkeyProcess
 from valkey_buffer import StreamChunk, ValkeySettings, ValkeyStreamBuffer
-
-
-def _settings(base: ValkeySettings, **changes: object) -> ValkeySettings:
-    return ValkeySettings(**{**base.__dict__, **changes})
 
 
 async def _first_chunk_latency(buffer: ValkeyStreamBuffer, pause: float, same_session: bool) -> float:
     """Run one turn to its end, pause, then time a new turn's first chunk from write to reader."""
     first = new_id()
     reader = asyncio.create_task(_collect(buffer, first, "t1"))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: buffer.reader_stats().active == 1, message="the warm-up reader never joined the live feed")
     await buffer.write_chunk(first, "warm-up", correlation_id="t1")
     await buffer.write_completion(first, correlation_id="t1")
     await asyncio.wait_for(reader, 10)
@@ -45,7 +43,7 @@ async def _first_chunk_latency(buffer: ValkeyStreamBuffer, pause: float, same_se
                 return
 
     follower = asyncio.create_task(follow())
-    await asyncio.sleep(0.02)  # the reader has joined; the agent's first token comes a moment later
+    await eventually(lambda: buffer.reader_stats().active == 1, message="the reader never joined the live feed")
     written = time.monotonic()
     await buffer.write_chunk(session, "first token", correlation_id="t2")
     try:
@@ -60,23 +58,21 @@ async def _collect(buffer: ValkeyStreamBuffer, session: str, correlation_id: str
     return [chunk async for chunk in buffer.read_stream(session, correlation_id=correlation_id)]
 
 
-async def test_a_new_turn_is_live_after_any_pause_of_the_feed(valkey_settings: ValkeySettings) -> None:
+async def test_a_new_turn_is_live_after_any_pause_of_the_feed(
+    valkey_settings: ValkeySettings, make_buffer: MakeBuffer
+) -> None:
     # The pauses sweep the feed's whole blocking-read window (3 s here) and its idle-sweep restart:
     # whatever the feed is doing when a reader joins, the first chunk arrives at the feed's pace.
-    block_ms = 3000
+    three_second_blocks = dataclasses.replace(valkey_settings, read_block_ms=3000)
     pauses = [i * 0.3 for i in range(12)]
-    buffers = [ValkeyStreamBuffer(_settings(valkey_settings, read_block_ms=block_ms)) for _ in range(2 * len(pauses))]
-    try:
-        latencies = await asyncio.gather(
-            *(
-                _first_chunk_latency(buffers[2 * i + same], pause, same_session=bool(same))
-                for i, pause in enumerate(pauses)
-                for same in (0, 1)
-            )
+    buffers = [make_buffer(three_second_blocks) for _ in range(2 * len(pauses))]
+    latencies = await asyncio.gather(
+        *(
+            _first_chunk_latency(buffers[2 * i + same], pause, same_session=bool(same))
+            for i, pause in enumerate(pauses)
+            for same in (0, 1)
         )
-    finally:
-        for buffer in buffers:
-            await buffer.aclose()
+    )
     slow = [
         (pause, same, round(latency, 3))
         for (pause, same), latency in zip([(p, s) for p in pauses for s in (0, 1)], latencies, strict=True)
@@ -88,14 +84,9 @@ async def test_a_new_turn_is_live_after_any_pause_of_the_feed(valkey_settings: V
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), resumers=st.integers(3, 12), live_readers=st.integers(1, 4))
 async def test_resumers_joining_a_busy_session_get_exactly_the_entries_after_their_cursor(
-    valkey_server: ValkeyProcess, valkey_settings: ValkeySettings, seed: int, resumers: int, live_readers: int
+    valkey_server: ValkeyProcess, buffer: ValkeyStreamBuffer, seed: int, resumers: int, live_readers: int
 ) -> None:
-    buffer = ValkeyStreamBuffer(valkey_settings)
-    try:
-        session = await busy_session(
-            buffer, valkey_server, random.Random(seed), resumers=resumers, live_readers=live_readers
-        )
-    finally:
-        await buffer.aclose()
-
+    session = await busy_session(
+        buffer, valkey_server, random.Random(seed), resumers=resumers, live_readers=live_readers
+    )
     session.assert_exactly_once()

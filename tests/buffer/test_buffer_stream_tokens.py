@@ -9,15 +9,8 @@ import time
 
 import pytest
 
-from tests.buffer.helpers import new_id
+from tests.buffer.helpers import MakeBuffer, new_id
 from valkey_buffer import StreamTokenError, StreamTokens, ValkeySettings, ValkeyStreamBuffer
-
-
-@pytest.fixture
-async def buffer(valkey_settings: ValkeySettings):
-    buffer = ValkeyStreamBuffer(valkey_settings)
-    yield buffer
-    await buffer.aclose()
 
 
 async def test_a_turn_token_grants_that_turn_of_that_session_only(buffer: ValkeyStreamBuffer) -> None:
@@ -102,20 +95,17 @@ async def test_keys_rotate_and_the_previous_key_still_checks_its_tokens(buffer: 
         await long_lived.check(ancient, now=start + 130)
 
 
-async def test_hosts_racing_to_create_a_key_end_up_with_the_same_one(valkey_settings: ValkeySettings) -> None:
-    buffers = [ValkeyStreamBuffer(valkey_settings) for _ in range(6)]
-    try:
-        # A period no test has used: every host finds no key and tries to create one at once.
-        rotation = 3600
-        now = (time.time() // rotation + 1000 + (time.time_ns() % 997)) * rotation
-        hosts = [StreamTokens(buffer, ttl_seconds=600, rotation_seconds=rotation) for buffer in buffers]
-        issued = await asyncio.gather(*(host.issue("s", "t", now=now) for host in hosts))
-        for token in issued:
-            for host in hosts:
-                assert (await host.check(token, now=now + 1)).correlation_id == "t"
-    finally:
-        for buffer in buffers:
-            await buffer.aclose()
+async def test_hosts_racing_to_create_a_key_end_up_with_the_same_one(
+    valkey_settings: ValkeySettings, make_buffer: MakeBuffer
+) -> None:
+    # A period no test has used: every host finds no key and tries to create one at once.
+    rotation = 3600
+    now = (time.time() // rotation + 1000 + (time.time_ns() % 997)) * rotation
+    hosts = [StreamTokens(make_buffer(valkey_settings), ttl_seconds=600, rotation_seconds=rotation) for _ in range(6)]
+    issued = await asyncio.gather(*(host.issue("s", "t", now=now) for host in hosts))
+    for token in issued:
+        for host in hosts:
+            assert (await host.check(token, now=now + 1)).correlation_id == "t"
 
 
 def _payload(token: str) -> str:

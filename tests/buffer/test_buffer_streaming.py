@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.buffer.helpers import collect, context, new_id, response, stream_turn, update
+from tests.buffer.helpers import MakeBuffer, collect, context, new_id, response, stream_turn, update
+from tests.eventually import eventually
 from tests.shown_text import chunks_text
 from tests.valkey_servers import ValkeyProcess
 from valkey_buffer import InvalidIdError, ValkeySettings, ValkeyStreamBuffer
-
-
-@pytest.fixture
-async def buffer(valkey_settings: ValkeySettings):
-    buffer = ValkeyStreamBuffer(valkey_settings)
-    yield buffer
-    await buffer.aclose()
 
 
 async def test_turn_round_trip_through_the_callback(buffer: ValkeyStreamBuffer, valkey_server: ValkeyProcess) -> None:
@@ -53,7 +48,7 @@ async def test_empty_updates_are_skipped(buffer: ValkeyStreamBuffer) -> None:
 async def test_live_reader_sees_chunks_as_they_are_written(buffer: ValkeyStreamBuffer) -> None:
     session = new_id()
     reader = asyncio.create_task(collect(buffer, session, correlation_id="t1"))
-    await asyncio.sleep(0.1)
+    await eventually(lambda: buffer.reader_stats().active == 1, message="the reader never joined the live feed")
     ctx = context(session, "t1")
     for i in range(50):
         await buffer.on_streaming_response_update(update(f"{i},"), ctx)
@@ -68,22 +63,18 @@ async def test_live_reader_sees_chunks_as_they_are_written(buffer: ValkeyStreamB
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 async def test_resume_from_every_cursor_reproduces_exactly_the_tail(
-    valkey_settings: ValkeySettings, data: st.DataObject
+    buffer: ValkeyStreamBuffer, data: st.DataObject
 ) -> None:
-    buffer = ValkeyStreamBuffer(valkey_settings)
-    try:
-        session = new_id()
-        pieces = data.draw(st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=30))
-        await stream_turn(buffer, session, "t", pieces)
-        everything = await collect(buffer, session)
-        cut = data.draw(st.integers(min_value=0, max_value=len(everything) - 2))
+    session = new_id()
+    pieces = data.draw(st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=30))
+    await stream_turn(buffer, session, "t", pieces)
+    everything = await collect(buffer, session)
+    cut = data.draw(st.integers(min_value=0, max_value=len(everything) - 2))
 
-        tail = await collect(buffer, session, everything[cut].entry_id)
+    tail = await collect(buffer, session, everything[cut].entry_id)
 
-        assert tail == everything[cut + 1 :]
-        assert chunks_text(everything[: cut + 1]) + chunks_text(tail) == "".join(pieces)
-    finally:
-        await buffer.aclose()
+    assert tail == everything[cut + 1 :]
+    assert chunks_text(everything[: cut + 1]) + chunks_text(tail) == "".join(pieces)
 
 
 async def test_resume_in_the_middle_of_a_live_turn_has_no_gap_and_no_duplicate(buffer: ValkeyStreamBuffer) -> None:
@@ -124,7 +115,7 @@ async def test_a_reader_following_the_second_turn_skips_the_first_turns_done(buf
     session = new_id()
     await stream_turn(buffer, session, "turn-1", ["first ", "answer"])
     follower = asyncio.create_task(collect(buffer, session, correlation_id="turn-2"))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: buffer.reader_stats().active == 1, message="the follower never joined the live feed")
     await stream_turn(buffer, session, "turn-2", ["second ", "answer"])
 
     chunks = await asyncio.wait_for(follower, 10)
@@ -167,7 +158,7 @@ async def test_final_text_that_disagrees_with_the_stream_is_sent_as_replace(buff
 async def test_write_error_ends_the_turn_for_its_readers(buffer: ValkeyStreamBuffer) -> None:
     session = new_id()
     follower = asyncio.create_task(collect(buffer, session, correlation_id="t"))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: buffer.reader_stats().active == 1, message="the follower never joined the live feed")
     await buffer.write_chunk(session, "Working on", correlation_id="t")
     await buffer.write_error(session, "model exploded", correlation_id="t")
     chunks = await asyncio.wait_for(follower, 5)
@@ -176,37 +167,31 @@ async def test_write_error_ends_the_turn_for_its_readers(buffer: ValkeyStreamBuf
 
 
 async def test_ttl_is_set_and_refreshed_by_each_write(
-    valkey_server: ValkeyProcess, valkey_settings: ValkeySettings
+    valkey_server: ValkeyProcess, valkey_settings: ValkeySettings, make_buffer: MakeBuffer
 ) -> None:
-    buffer = ValkeyStreamBuffer(ValkeySettings(**{**valkey_settings.__dict__, "stream_ttl_seconds": 100}))
-    try:
-        session = new_id()
-        key = f"agent-stream:{session}"
-        await buffer.write_chunk(session, "a", correlation_id="t")
-        await buffer.write_completion(session, correlation_id="t")
-        assert 95 <= valkey_server.command("TTL", key) <= 100
-        valkey_server.command("EXPIRE", key, "10")
-        await buffer.write_chunk(session, "b", correlation_id="u")
-        await buffer.write_completion(session, correlation_id="u")
-        assert valkey_server.command("TTL", key) > 10
-    finally:
-        await buffer.aclose()
+    buffer = make_buffer(dataclasses.replace(valkey_settings, stream_ttl_seconds=100))
+    session = new_id()
+    key = f"agent-stream:{session}"
+    await buffer.write_chunk(session, "a", correlation_id="t")
+    await buffer.write_completion(session, correlation_id="t")
+    assert 95 <= valkey_server.command("TTL", key) <= 100
+    valkey_server.command("EXPIRE", key, "10")
+    await buffer.write_chunk(session, "b", correlation_id="u")
+    await buffer.write_completion(session, correlation_id="u")
+    assert valkey_server.command("TTL", key) > 10
 
 
 async def test_maxlen_caps_the_stream_approximately(
-    valkey_server: ValkeyProcess, valkey_settings: ValkeySettings
+    valkey_server: ValkeyProcess, valkey_settings: ValkeySettings, make_buffer: MakeBuffer
 ) -> None:
-    buffer = ValkeyStreamBuffer(ValkeySettings(**{**valkey_settings.__dict__, "stream_maxlen": 100}))
-    try:
-        session = new_id()
-        for i in range(2000):
-            await buffer.write_chunk(session, str(i), correlation_id="t")
-        await buffer.write_completion(session, correlation_id="t")
-        length = valkey_server.command("XLEN", f"agent-stream:{session}")
-        # Approximate trimming removes whole radix-tree nodes (100 entries by default).
-        assert 100 <= length < 300
-    finally:
-        await buffer.aclose()
+    buffer = make_buffer(dataclasses.replace(valkey_settings, stream_maxlen=100))
+    session = new_id()
+    for i in range(2000):
+        await buffer.write_chunk(session, str(i), correlation_id="t")
+    await buffer.write_completion(session, correlation_id="t")
+    length = valkey_server.command("XLEN", f"agent-stream:{session}")
+    # Approximate trimming removes whole radix-tree nodes (100 entries by default).
+    assert 100 <= length < 300
 
 
 async def test_producer_that_dies_leaves_readers_an_idle_timeout_error(buffer: ValkeyStreamBuffer) -> None:
@@ -265,18 +250,17 @@ async def test_read_available_returns_what_is_there_without_waiting(buffer: Valk
     assert [c.text for c in await buffer.read_available(session, count=1)] == ["one"]
 
 
-async def test_backpressure_keeps_order_with_a_tiny_queue(valkey_settings: ValkeySettings) -> None:
-    buffer = ValkeyStreamBuffer(valkey_settings, max_pending_chunks=3, max_batch=2)
-    try:
-        session = new_id()
-        pieces = [f"{i};" for i in range(300)]
-        await stream_turn(buffer, session, "t", pieces)
-        chunks = await collect(buffer, session)
-        assert [c.text for c in chunks[:-1]] == pieces
-        assert [c.sequence for c in chunks] == list(range(301))
-        assert buffer.stats.entries_dropped == 0
-    finally:
-        await buffer.aclose()
+async def test_backpressure_keeps_order_with_a_tiny_queue(
+    valkey_settings: ValkeySettings, make_buffer: MakeBuffer
+) -> None:
+    buffer = make_buffer(valkey_settings, max_pending_chunks=3, max_batch=2)
+    session = new_id()
+    pieces = [f"{i};" for i in range(300)]
+    await stream_turn(buffer, session, "t", pieces)
+    chunks = await collect(buffer, session)
+    assert [c.text for c in chunks[:-1]] == pieces
+    assert [c.sequence for c in chunks] == list(range(301))
+    assert buffer.stats.entries_dropped == 0
 
 
 async def test_latest_entry_id_lets_a_new_turn_be_followed_without_the_history(buffer: ValkeyStreamBuffer) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +9,8 @@ from urllib.parse import quote
 
 import httpx
 from httpx_sse import ServerSentEvent, connect_sse
+
+from tests.eventually import eventually_blocking
 
 TERMINAL_EVENTS = ("done", "cancelled", "error")
 
@@ -119,16 +120,18 @@ def committed_turn(
 ) -> dict[str, Any]:
     """Poll the status route until the turn is committed (completed or failed); return its JSON."""
     url = f"{api}/agents/{agent}/sessions/{session_id}/turns/{correlation_id}"
-    deadline = time.monotonic() + timeout
     body: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+
+    def committed() -> dict[str, Any] | None:
+        nonlocal body
         response = client.get(url)
         assert response.status_code in (200, 404), response.text
         body = response.json()
-        if body.get("status") in ("completed", "failed"):
-            return body
-        time.sleep(0.1)
-    raise AssertionError(f"turn {correlation_id} not committed within {timeout} s: {body}")
+        return body if body.get("status") in ("completed", "failed") else None
+
+    return eventually_blocking(
+        committed, timeout=timeout, interval=0.1, message=lambda: f"turn {correlation_id} not committed: {body}"
+    )
 
 
 def agent_names(client: httpx.Client, api: str) -> list[str]:

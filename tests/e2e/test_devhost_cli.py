@@ -16,6 +16,7 @@ import pytest
 from devhost._valkey import EmbeddedValkey
 from tests.e2e.devhost_process import PROJECT_ROOT, DevHostProcess, port_accepts
 from tests.e2e.sse_turns import agent_names, start_turn
+from tests.eventually import eventually_blocking
 
 
 def _hold_stream_open(url: str, params: dict[str, str], events: list[str]) -> None:
@@ -45,10 +46,9 @@ def test_banner_says_what_runs_where_and_ctrl_c_stops_everything(devhost_workdir
         daemon=True,
     )
     reader.start()
-    deadline = time.monotonic() + 20
-    while not any(line.startswith("data:") for line in lines) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert any(line.startswith("data:") for line in lines)
+    eventually_blocking(
+        lambda: any(line.startswith("data:") for line in lines), timeout=20, message="the stream sent no data"
+    )
 
     started = time.monotonic()
     assert host.stop(timeout=30) == 0

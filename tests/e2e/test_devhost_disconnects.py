@@ -15,6 +15,7 @@ import pytest
 from tests.e2e.devhost_process import DevHostProcess
 from tests.e2e.sse_turns import agent_names, committed_turn, follow_turn, start_turn
 from tests.e2e.valkey_monitor import ValkeyMonitor
+from tests.eventually import eventually_blocking
 
 DROPPED_CLIENTS = 8
 # Heartbeats far apart: a reader left behind by a dropped client would only notice at the next one.
@@ -41,20 +42,15 @@ def _open_stream(host: DevHostProcess, session_id: str) -> socket.socket:
     return client
 
 
-def _wait_until(condition: object, timeout: float, message: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, message
-        time.sleep(0.05)
-
-
 def test_clients_that_drop_mid_stream_leave_no_reader_behind(host: DevHostProcess) -> None:
     monitor = ValkeyMonitor(host.info["valkey"])
     try:
         # Readers waiting for the first entry of turns that have not started: they follow the streams live.
         keys = {f"agent-stream:{uuid.uuid4().hex}" for _ in range(DROPPED_CLIENTS)}
         clients = [_open_stream(host, key.partition(":")[2]) for key in keys]
-        _wait_until(lambda: keys <= monitor.keys_read(), 10, "the readers never followed their streams live")
+        eventually_blocking(
+            lambda: keys <= monitor.keys_read(), timeout=10, message="the readers never followed their streams live"
+        )
 
         for client in clients:
             with contextlib.suppress(OSError):

@@ -17,6 +17,7 @@ from httpx_sse import connect_sse
 
 from tests.e2e.devhost_process import DevHostProcess
 from tests.e2e.sse_turns import FollowedTurn, agent_names, committed_turn, follow_turn, start_turn
+from tests.eventually import eventually_blocking
 from tests.slow_reply_proxy import SlowReplyProxy
 from tests.valkey_servers import ValkeyProcess
 
@@ -161,7 +162,9 @@ def test_valkey_down_for_8_s_mid_turn_every_reader_ends_with_the_committed_text(
 
 
 def _wait_for_events(turn: FollowedTurn, count: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while len(turn.event_ids) < count:
-        assert time.monotonic() < deadline, f"only {len(turn.event_ids)} events after {timeout} s"
-        time.sleep(0.02)
+    eventually_blocking(
+        lambda: len(turn.event_ids) >= count,
+        timeout=timeout,
+        interval=0.02,
+        message=lambda: f"only {len(turn.event_ids)} of {count} events",
+    )

@@ -17,6 +17,7 @@ from httpx_sse import connect_sse
 
 from tests.e2e.devhost_process import PROJECT_ROOT, DevHostProcess, free_port, run_devhost, scrubbed_environment
 from tests.e2e.sse_turns import FollowedTurn, agent_names, committed_turn, follow_turn, start_turn
+from tests.eventually import eventually_blocking
 
 DOCS_PAGE = PROJECT_ROOT / "docs" / "local-development.md"
 DOCS_SECTION = "\n## Several local hosts on one backend\n"
@@ -165,10 +166,11 @@ def test_hosts_started_as_the_docs_say_stream_turns_that_either_worker_runs(devh
                 committed = committed_turn(client, starter.api, agent, session_id, correlation_id)
                 assert turn.terminal is not None and turn.terminal.event == "done", turn.events[-3:]
                 assert turn.text == committed["response"]
-                deadline = time.monotonic() + 5
-                while not any(_answered_by(host, correlation_id) for host in hosts):
-                    assert time.monotonic() < deadline, f"no host logged turn {correlation_id}"
-                    time.sleep(0.05)
+                eventually_blocking(
+                    lambda turn_id=correlation_id: any(_answered_by(host, turn_id) for host in hosts),
+                    timeout=5,
+                    message=f"no host logged turn {correlation_id}",
+                )
                 for index, host in enumerate(hosts):
                     answered[index] += _answered_by(host, correlation_id)
         assert all(answered.values()), f"turns answered per host: {answered}"

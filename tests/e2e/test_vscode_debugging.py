@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import valkey as valkey_py
 from tests.e2e.dap_client import DapClient, Message
 from tests.e2e.devhost_process import PROJECT_ROOT, free_port, scrubbed_environment
 from tests.e2e.sse_turns import agent_names
+from tests.eventually import eventually_blocking
 from tests.vscode_config import LOCAL_HOST_CONFIGURATION, VENV_PYTHON, launch_configurations, substitute, with_port
 
 CALLBACK_FILE = PROJECT_ROOT / "valkey_buffer" / "_buffer.py"
@@ -49,50 +49,41 @@ def _wait_until_serving(
     log: Callable[[], str] = lambda: "",
     timeout: float = 90.0,
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def serving() -> bool:
         assert running(), f"the host exited:\n{log()}"
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"the host did not serve within {timeout} s:\n{log()}")
+            return httpx.get(f"{api}/health", timeout=2).status_code == 200
+        return False
+
+    eventually_blocking(serving, timeout=timeout, interval=0.1, message=lambda: f"the host did not serve:\n{log()}")
 
 
-def _group_is_gone(process_group: int, timeout: float = 10.0) -> bool:
-    """Whether every process of the group has ended (debugpy's adapter may take a moment after the host)."""
+def _wait_until_group_is_gone(process_group: int, message: str) -> None:
+    """Every process of the group ends (debugpy's adapter may take a moment after the host)."""
 
-    def alive() -> bool:
+    def gone() -> bool:
         try:
             os.killpg(process_group, 0)
         except ProcessLookupError:
-            return False
-        return True
+            return True
+        return False
 
-    return _gone_within(alive, timeout)
+    eventually_blocking(gone, timeout=10, message=message)
 
 
-def _process_is_gone(pid: int, timeout: float = 5.0) -> bool:
-    """Whether the process has ended (a zombie, waiting to be reaped by whoever adopted it, has)."""
+def _wait_until_process_is_gone(pid: int, message: str) -> None:
+    """The process ends (a zombie, waiting to be reaped by whoever adopted it, has)."""
 
-    def alive() -> bool:
+    def gone() -> bool:
         try:
             os.kill(pid, 0)
             state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[-1]
         except (ProcessLookupError, FileNotFoundError):
-            return False
-        return not state.startswith("Z")
-
-    return _gone_within(alive, timeout)
-
-
-def _gone_within(alive: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive():
             return True
-        time.sleep(0.05)
-    return False
+        return state.startswith("Z")
+
+    eventually_blocking(gone, timeout=5, message=message)
 
 
 def _first_statement_line(path: Path, function: str) -> int:
@@ -190,13 +181,14 @@ def _stopped_at(dap: DapClient, timeout: float = 60.0) -> tuple[Message, str, Me
 
 
 def _committed_status(api: str, agent: str, session_id: str, correlation_id: str, timeout: float = 60.0) -> str:
-    deadline = time.monotonic() + timeout
-    status = "pending"
-    while status == "pending" and time.monotonic() < deadline:
+    """The turn's status once it is no longer pending."""
+
+    def status() -> str | None:
         response = httpx.get(f"{api}/agents/{agent}/sessions/{session_id}/turns/{correlation_id}", timeout=10)
-        status = response.json().get("status", "pending")
-        time.sleep(0.2)
-    return status
+        found = response.json().get("status", "pending")
+        return None if found == "pending" else found
+
+    return eventually_blocking(status, timeout=timeout, interval=0.2, message=f"turn {correlation_id} is still pending")
 
 
 def test_local_host_configuration_under_debugpy_serves_and_stops_cleanly(
@@ -214,8 +206,10 @@ def test_local_host_configuration_under_debugpy_serves_and_stops_cleanly(
     assert "Traceback" not in log, log
     assert log.rstrip().endswith("devhost: stopped"), log
     # By its process, not its port: another test's server may take the freed port at once.
-    assert _process_is_gone(valkey_pid), "the embedded valkey-server outlived the host"
-    assert _group_is_gone(host.process.pid), "a process of the debugged host (debugpy's adapter, valkey-server) is left"
+    _wait_until_process_is_gone(valkey_pid, "the embedded valkey-server outlived the host")
+    _wait_until_group_is_gone(
+        host.process.pid, "a process of the debugged host (debugpy's adapter, valkey-server) is left"
+    )
 
 
 def test_breakpoints_hit_in_an_http_handler_and_in_the_callback_on_the_agent_loop_thread(
@@ -342,8 +336,9 @@ def test_f5_launch_hits_the_callback_breakpoint_and_the_stop_button_stops_every_
     assert exited["body"]["exitCode"] == 0, output
     assert "Traceback" not in output, output
     assert output.rstrip().endswith("devhost: stopped"), output
-    assert _process_is_gone(valkey_pid), "the embedded valkey-server outlived the host"
-    assert host_group is not None and _group_is_gone(host_group), "a process of the host (valkey-server) is left"
+    _wait_until_process_is_gone(valkey_pid, "the embedded valkey-server outlived the host")
+    assert host_group is not None
+    _wait_until_group_is_gone(host_group, "a process of the host (valkey-server) is left")
 
 
 def _valkey_pid(address: str) -> int:

@@ -12,7 +12,8 @@ import pytest
 from httpx_sse import aconnect_sse
 from opentelemetry.trace import StatusCode
 
-from tests.buffer.helpers import context, new_id, response, update
+from tests.buffer.helpers import MakeBuffer, context, new_id, response, update
+from tests.eventually import eventually
 from tests.otel_capture import OtelCapture, SpanRecordingHandler, delta, recording_log
 from tests.telemetry.conftest import AGENT
 from tests.valkey_servers import ValkeyProcess
@@ -23,20 +24,26 @@ BY_AGENT = {"gen_ai.agent.name": AGENT}
 
 async def _committed(http: httpx.AsyncClient, api: str, session_id: str, correlation_id: str) -> float:
     """Wait until the turn has committed; when that was seen (time.monotonic)."""
-    for _ in range(300):
+    status: dict = {}
+
+    async def completed() -> bool:
+        nonlocal status
         status = (await http.get(f"{api}/agents/{AGENT}/sessions/{session_id}/turns/{correlation_id}")).json()
-        if status["status"] == "completed":
-            return time.monotonic()
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"turn {correlation_id} did not commit: {status}")
+        return status["status"] == "completed"
+
+    await eventually(
+        completed, timeout=15, interval=0.05, message=lambda: f"turn {correlation_id} did not commit: {status}"
+    )
+    return time.monotonic()
 
 
 async def _readers_back_to(otel: OtelCapture, baseline: dict, active: float) -> None:
-    for _ in range(200):
-        if delta(baseline, otel.snapshot(), "agent_stream.readers.active").value == active:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"readers.active did not return to {active:+g}")
+    await eventually(
+        lambda: delta(baseline, otel.snapshot(), "agent_stream.readers.active").value == active,
+        timeout=10,
+        interval=0.05,
+        message=f"readers.active did not return to {active:+g}",
+    )
 
 
 async def test_a_streamed_cut_and_resumed_turn_records_every_metric_with_plausible_values(
@@ -102,23 +109,20 @@ def buffer_log() -> Iterator[SpanRecordingHandler]:
 
 
 async def test_an_outage_counts_dropped_entries_and_failed_round_trips(
-    otel: OtelCapture, buffer_log: SpanRecordingHandler
+    otel: OtelCapture, buffer_log: SpanRecordingHandler, make_buffer: MakeBuffer
 ) -> None:
     settings = ValkeySettings(
         host="127.0.0.1", port=ValkeyProcess().port, request_timeout_ms=200, stream_ttl_seconds=1
     )  # nobody listens; the turn's end is given up after the stream's 1 s life
-    buffer = ValkeyStreamBuffer(settings, write_retry_seconds=0.3)
+    buffer = make_buffer(settings, write_retry_seconds=0.3)
     session = new_id()
     before = otel.snapshot()
-    try:
-        buffer.begin_turn(session, "t", agent="travel", accepted_at_ms=int(time.time() * 1000))
-        ctx = context(session, "t")
-        for piece in ["a", "b", "c"]:
-            await buffer.on_streaming_response_update(update(piece), ctx)
-        await buffer.on_agent_response(response("abc"), ctx)
-        write = await otel.wait_for_span(lambda s: s.name == "agent_stream.write", within=10, what="the stream span")
-    finally:
-        await buffer.aclose()
+    buffer.begin_turn(session, "t", agent="travel", accepted_at_ms=int(time.time() * 1000))
+    ctx = context(session, "t")
+    for piece in ["a", "b", "c"]:
+        await buffer.on_streaming_response_update(update(piece), ctx)
+    await buffer.on_agent_response(response("abc"), ctx)
+    write = await otel.wait_for_span(lambda s: s.name == "agent_stream.write", within=10, what="the stream span")
     after = otel.snapshot()
 
     dropped = delta(before, after, "agent_stream.entries.dropped", {"gen_ai.agent.name": "travel"}).value
@@ -138,19 +142,16 @@ async def test_an_outage_counts_dropped_entries_and_failed_round_trips(
 
 
 async def test_a_stream_completed_from_the_committed_outcome_is_a_reconciliation(
-    valkey_settings: ValkeySettings, otel: OtelCapture
+    valkey_settings: ValkeySettings, otel: OtelCapture, make_buffer: MakeBuffer
 ) -> None:
-    buffer = ValkeyStreamBuffer(valkey_settings)
+    buffer = make_buffer(valkey_settings)
 
     async def committed(correlation_id: str, agent: str | None) -> CommittedTurn:
         return CommittedTurn(status="completed", text="the committed answer")
 
     before = otel.snapshot()
-    try:
-        # The stream holds nothing of the turn (expired, or Valkey lost it): the outcome ends it.
-        chunks = [c async for c in buffer.read_stream(new_id(), correlation_id="t", committed_turn=committed)]
-    finally:
-        await buffer.aclose()
+    # The stream holds nothing of the turn (expired, or Valkey lost it): the outcome ends it.
+    chunks = [c async for c in buffer.read_stream(new_id(), correlation_id="t", committed_turn=committed)]
     after = otel.snapshot()
 
     assert [c.kind for c in chunks] == ["replace", "done"]
@@ -161,22 +162,19 @@ async def test_a_stream_completed_from_the_committed_outcome_is_a_reconciliation
 
 
 async def test_a_fast_streams_delivery_lag_is_sampled_not_measured_per_entry(
-    valkey_settings: ValkeySettings, otel: OtelCapture
+    valkey_settings: ValkeySettings, otel: OtelCapture, make_buffer: MakeBuffer
 ) -> None:
-    buffer = ValkeyStreamBuffer(valkey_settings)
+    buffer = make_buffer(valkey_settings)
     session = new_id()
     before = otel.snapshot()
-    try:
-        reader = asyncio.create_task(_drain(buffer, session))
-        await asyncio.sleep(0.2)  # following live
-        started = time.monotonic()
-        for i in range(300):
-            await buffer.write_chunk(session, f"w{i} ", correlation_id="t", agent="travel")
-        await buffer.write_completion(session, correlation_id="t", agent="travel")
-        delivered = await asyncio.wait_for(reader, 10)
-        took = time.monotonic() - started
-    finally:
-        await buffer.aclose()
+    reader = asyncio.create_task(_drain(buffer, session))
+    await eventually(lambda: buffer.reader_stats().active == 1, message="the reader never joined the live feed")
+    started = time.monotonic()
+    for i in range(300):
+        await buffer.write_chunk(session, f"w{i} ", correlation_id="t", agent="travel")
+    await buffer.write_completion(session, correlation_id="t", agent="travel")
+    delivered = await asyncio.wait_for(reader, 10)
+    took = time.monotonic() - started
     after = otel.snapshot()
 
     lag = delta(before, after, "agent_stream.delivery.lag", {"gen_ai.agent.name": "travel"})
