@@ -7,6 +7,8 @@ from ._handlers import CORRELATION_ID_RESPONSE_HEADER, SESSION_ID_RESPONSE_HEADE
 from ._responses import RequestError, json_error
 from ._run_input import MAX_BODY_BYTES, MAX_JSON_DEPTH, MAX_MESSAGE_CHARS, RunInput, parse_run_input
 from ._settings import RunInputSettings, StreamSettings
+from ._sse import chunk_to_sse, encode_sse_comment, encode_sse_event
+from ._stream_tokens import StreamGrant, StreamTokenError, StreamTokens
 from ._turn_outcome import SupportsEntityClient, TurnOutcome, agent_entity_id, outcome_from_state, read_turn_outcome
 
 __all__ = [
@@ -19,10 +21,16 @@ __all__ = [
     "RequestError",
     "RunInput",
     "RunInputSettings",
+    "StreamGrant",
     "StreamSettings",
+    "StreamTokenError",
+    "StreamTokens",
     "SupportsEntityClient",
     "TurnOutcome",
     "agent_entity_id",
+    "chunk_to_sse",
+    "encode_sse_comment",
+    "encode_sse_event",
     "json_error",
     "outcome_from_state",
     "parse_run_input",

@@ -34,11 +34,8 @@ from valkey_buffer import (
     CommittedTurnLookup,
     StreamChunk,
     StreamInputError,
-    StreamTokenError,
-    StreamTokens,
     ValkeyStreamBuffer,
     ValkeyUnavailableError,
-    encode_sse_event,
     parse_cursor,
     validate_id,
 )
@@ -47,6 +44,8 @@ from ._event_stream import DeadlineStreamingResponse, sse_body, text_body
 from ._responses import RequestError, json_error
 from ._run_input import RunInput, parse_run_input
 from ._settings import RunInputSettings, StreamSettings
+from ._sse import encode_sse_event
+from ._stream_tokens import StreamTokenError, StreamTokens
 from ._telemetry import current_trace_headers, note_turn, traced_route
 from ._turn_outcome import (
     SessionTurn,

@@ -6,6 +6,13 @@ from typing import Protocol
 
 from agent_framework import Agent
 
+from ._cancelled_marker import (
+    CANCELLED_MARKER_TEXT,
+    cancelled_marker,
+    is_cancelled_marker,
+    is_cancelled_response,
+    marks_cancelled,
+)
 from ._model import DEFAULT_SCRIPTED_CHUNK_DELAY_MS, ModelSettings, create_chat_client
 from ._scripted_model import (
     FAIL_MARKER,
@@ -46,6 +53,7 @@ def build_agents(settings: ModelSettings, *, buffer: SupportsTurnControl) -> lis
 
 
 __all__ = [
+    "CANCELLED_MARKER_TEXT",
     "DEFAULT_SCRIPTED_CHUNK_DELAY_MS",
     "FAIL_MARKER",
     "FLAKY_MARKER",
@@ -64,10 +72,14 @@ __all__ = [
     "TurnFailureReporter",
     "TurnTracing",
     "build_agents",
+    "cancelled_marker",
     "create_chat_client",
     "create_travel_agent",
     "estimate_trip_budget",
     "get_destination_weather",
+    "is_cancelled_marker",
+    "is_cancelled_response",
+    "marks_cancelled",
     "scripted_answer",
     "split_into_chunks",
     "turn_options",

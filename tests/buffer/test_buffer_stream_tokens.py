@@ -9,8 +9,9 @@ import time
 
 import pytest
 
+from http_api import StreamTokenError, StreamTokens
 from tests.buffer.helpers import new_id
-from valkey_buffer import StreamTokenError, StreamTokens, ValkeySettings, ValkeyStreamBuffer
+from valkey_buffer import ValkeySettings, ValkeyStreamBuffer
 
 
 @pytest.fixture
