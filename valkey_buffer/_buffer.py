@@ -27,8 +27,8 @@ from ._live_feed import ReaderStats
 from ._loop_clients import ClientsPerLoop, live_feed_mode
 from ._notifications import PubSubSupport
 from ._settings import ValkeySettings
-from ._stream_reader import CommittedTurnLookup, StreamReader
-from ._stream_reads import StreamReads, reader_start
+from ._stream_reader import CommittedTurnLookup
+from ._stream_reads import StreamReads
 from ._telemetry import ReaderTelemetry
 from ._writers import TurnWriters
 
@@ -88,14 +88,6 @@ class ValkeyStreamBuffer:
         safety_poll_seconds: float = 5.0,
         is_cancelled_response: Callable[[AgentResponse], bool] | None = None,
     ) -> None:
-        if max_pending_chunks < 1:
-            raise ValueError("max_pending_chunks must be at least 1")
-        if max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
-        if write_retry_seconds < 0:
-            raise ValueError("write_retry_seconds must not be negative")
-        if safety_poll_seconds <= 0:
-            raise ValueError("safety_poll_seconds must be positive")
         self.settings = settings or ValkeySettings.from_env()
         pubsub = PubSubSupport(wanted=live_feed_mode(live_feed, cluster=self.settings.cluster) == "notifications")
         self._is_cancelled_response = is_cancelled_response
@@ -115,9 +107,9 @@ class ValkeyStreamBuffer:
             self._writer_client,
             self._cancels,
             pubsub,
-            max_pending=max_pending_chunks,
+            max_pending_chunks=max_pending_chunks,
             max_batch=max_batch,
-            retry_seconds=write_retry_seconds,
+            write_retry_seconds=write_retry_seconds,
         )
         self.stats = self._writers.stats
 
@@ -139,8 +131,9 @@ class ValkeyStreamBuffer:
         if not text:
             return
         try:
-            session_id = _session_of(context)
-            await self.write_chunk(session_id, text, correlation_id=context.correlation_id, agent=context.agent_name)
+            await self.write_chunk(
+                _session_of(context), text, correlation_id=context.correlation_id, agent=context.agent_name
+            )
         except Exception:
             logger.exception("Could not queue a streamed chunk for %s", context.session_id)
 
@@ -186,15 +179,9 @@ class ValkeyStreamBuffer:
         """End the turn with ``done`` after all its queued chunks.
 
         Returns once the end is written, or after ``write_retry_seconds`` while Valkey fails: the
-        end is then retried in the background for as long as the stream lives.
-
-        Args:
-            session_id: The session.
-            correlation_id: The turn.
-            agent: The agent's name, recorded in the entries.
-            final_text: The committed answer: what the chunks lack of it is appended, or it replaces
-                them (``replace`` entry) when they are not its prefix or a write failed.
-            cancelled: The turn was stopped: its ``done`` entry says so (``cancelled="true"``).
+        end is then retried in the background for as long as the stream lives. What the chunks
+        lack of ``final_text`` is appended, or it replaces them (``replace`` entry) when they are
+        not its prefix or a write failed. ``cancelled`` marks the ``done`` entry (``cancelled="true"``).
 
         Raises:
             InvalidIdError: If an id is invalid.
@@ -224,12 +211,11 @@ class ValkeyStreamBuffer:
         trace_context: otel_context.Context | None = None,
         accepted_at_ms: int | None = None,
     ) -> None:
-        """Say where a turn's telemetry belongs, before its first chunk (optional; call it on the agent's loop).
+        """Say where a turn's telemetry belongs, before its first chunk (optional; on the agent's loop).
 
-        The turn's ``agent_stream.write`` span joins ``trace_context`` (the trace of the request that
-        accepted the turn), and ``agent_stream.turn.time_to_first_chunk`` is measured from
-        ``accepted_at_ms``. Without this call the span joins the current trace. A turn that has
-        begun already is left as it is.
+        The turn's ``agent_stream.write`` span joins ``trace_context`` (the accepting request's
+        trace) and ``agent_stream.turn.time_to_first_chunk`` counts from ``accepted_at_ms``. A turn
+        that has begun already is left as it is.
 
         Raises:
             InvalidIdError: If an id is invalid.
@@ -257,11 +243,9 @@ class ValkeyStreamBuffer:
         message: str | None = None,
         accepted_at_ms: int | None = None,
     ) -> AcceptedTurn:
-        """Record that a turn was accepted (and its message), for as long as its stream would live.
+        """Record that a turn was accepted (and its message, and the current trace), as long as its stream lives.
 
-        A turn exists from the moment an HTTP route accepts it, before the agent's state knows it:
-        :meth:`accepted_turn` tells "accepted, not started yet" from "never accepted". The record
-        keeps the current trace context, to which the turn's readers link their spans.
+        :meth:`accepted_turn` then tells "accepted, not started yet" from "never accepted".
 
         Raises:
             InvalidIdError: If an id is invalid.
@@ -293,10 +277,7 @@ class ValkeyStreamBuffer:
         return await self._cancels.is_requested(session_id, correlation_id)
 
     def watch_cancellation(self, session_id: str, correlation_id: str) -> TurnCancellation:
-        """The cancellation of a running turn, to enter around the agent's run (see ``TurnCancellation``).
-
-        The turn's write batches ask for it (at most every ``CANCEL_CHECK_SECONDS``), at no extra
-        round trip.
+        """The cancellation of a running turn, to enter around the agent's run; its write batches ask for it.
 
         Raises:
             InvalidIdError: If an id is invalid.
@@ -315,20 +296,14 @@ class ValkeyStreamBuffer:
         committed_turn: CommittedTurnLookup | None = None,
         resumed: bool | None = None,
     ) -> AsyncIterator[StreamChunk]:
-        """Yield a stream's entries after ``cursor``, then follow new ones live.
+        """Yield a stream's entries after ``cursor``, each once, then follow new ones live (see ``StreamReader``).
 
-        The iterator ends after the terminal entry (``done`` or ``error``) of the turn it follows:
-        the turn ``correlation_id`` names (other turns' entries are skipped), or without one the
-        first turn it meets. An entry written twice (a write retried after a timeout) is yielded
-        once. A cursor at or after the followed turn's terminal entry yields that entry at once.
-
-        With ``committed_turn``, a reader whose turn writes nothing for
-        ``settings.read_reconcile_seconds`` (or whose turn has nothing in the stream at all) asks
-        the committed outcome; a committed turn then ends at once with a ``replace`` chunk holding
-        the committed text and ``done`` (or an ``error``), both without an entry id. When nothing
-        at all arrives for ``idle_timeout`` seconds it yields a chunk with ``kind="error"`` and an
-        empty ``entry_id`` and ends. A Valkey outage after the first entry does not end it: it
-        reads on when Valkey is back.
+        It ends after the terminal entry of the turn ``correlation_id`` names (or, without one, of
+        the first turn it meets). With ``committed_turn``, a turn whose stream goes quiet for
+        ``settings.read_reconcile_seconds`` ends with its committed outcome (a ``replace`` chunk and
+        ``done`` or an ``error``, without entry ids). Nothing at all for ``idle_timeout`` seconds
+        ends it with an ``error`` chunk without an entry id; a Valkey outage after the first entry
+        does not: it reads on when Valkey is back.
 
         Args:
             session_id: The session to read.
@@ -336,9 +311,8 @@ class ValkeyStreamBuffer:
             correlation_id: Follow this turn only.
             idle_timeout: Seconds to wait for an entry; ``settings.read_idle_timeout_seconds`` by default.
             committed_turn: Looks up a turn's committed outcome (the source of truth).
-            resumed: Whether the read resumes a read that was cut (``agent_stream.resumes``); by
-                default, whether a cursor was given. A reader that starts after the stream's
-                current end to follow a new turn is not a resume.
+            resumed: Whether the read resumes a cut read (``agent_stream.resumes``); by default,
+                whether a cursor was given.
 
         Raises:
             InvalidIdError: If an id is invalid.
@@ -354,33 +328,16 @@ class ValkeyStreamBuffer:
             parent=otel_context.get_current(),
             turn_trace=lambda turn: self._accepted.trace_headers(session_id, turn),
         )
-        return self._read_stream(session_id, cursor, correlation_id, idle_timeout, committed_turn, telemetry)
-
-    async def _read_stream(
-        self,
-        session_id: str,
-        cursor: str | None,
-        correlation_id: str | None,
-        idle_timeout: float | None,
-        committed_turn: CommittedTurnLookup | None,
-        telemetry: ReaderTelemetry,
-    ) -> AsyncIterator[StreamChunk]:
-        key, position = reader_start(session_id, cursor, correlation_id)
-        reader = StreamReader(
-            key=key,
-            position=position,
+        return self._reads.follow(
+            session_id,
+            cursor,
             correlation_id=correlation_id,
             feed=self._loops.current().feed(),
-            read_after=lambda after: self._reads.entries_after(key, after),
-            read_back=lambda at: self._reads.look_back(key, at),
             idle_timeout=self.settings.read_idle_timeout_seconds if idle_timeout is None else idle_timeout,
             reconcile_after=self.settings.read_reconcile_seconds,
             committed_turn=committed_turn,
             telemetry=telemetry,
         )
-        async with contextlib.aclosing(reader.chunks()) as chunks:
-            async for chunk in chunks:
-                yield chunk
 
     async def read_available(
         self, session_id: str, cursor: str | None = None, *, correlation_id: str | None = None, count: int | None = None
@@ -398,10 +355,7 @@ class ValkeyStreamBuffer:
         return await self._reads.available(session_id, cursor, correlation_id=correlation_id, count=count)
 
     async def latest_entry_id(self, session_id: str) -> str:
-        """The id of the stream's newest entry, ``0-0`` when the stream is empty or absent.
-
-        Read it before starting a turn and follow the turn from there: every entry of the new turn
-        comes after it, so the reader skips the session's history.
+        """The id of the stream's newest entry (``0-0`` if none): follow a new turn from there, past the history.
 
         Raises:
             InvalidIdError: If the id is invalid.
@@ -410,10 +364,7 @@ class ValkeyStreamBuffer:
         return await self._reads.latest_entry_id(stream_key(session_id))
 
     async def check_cursor(self, session_id: str, cursor: str | None) -> None:
-        """Refuse a cursor that is after the stream's newest entry: no entry of it can have that id.
-
-        An empty or absent stream accepts any cursor (it may have expired, or Valkey lost it; a
-        reader with ``committed_turn`` then ends with the committed outcome).
+        """Refuse a cursor after the stream's newest entry; an empty or absent stream (expired?) accepts any.
 
         Raises:
             InvalidIdError: If the id is invalid.
@@ -433,10 +384,10 @@ class ValkeyStreamBuffer:
 
     @contextlib.asynccontextmanager
     async def valkey(self) -> AsyncIterator[GlideAnyClient]:
-        """The running event loop's client for short commands; a GLIDE error inside becomes ``ValkeyUnavailableError``.
+        """The running loop's client for short commands (never blocking: writes share it).
 
-        For code next to the buffer that keeps a little state of its own in the same Valkey (e.g.
-        stream tokens' signing keys). Never run a blocking command on it: writes share it.
+        For code that keeps a little state of its own next to the streams (e.g. stream tokens'
+        signing keys). A GLIDE error inside becomes ``ValkeyUnavailableError``.
         """
         with unavailable_on_glide_error(self.settings.address):
             yield await self._writer_client()

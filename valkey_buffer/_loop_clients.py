@@ -157,6 +157,9 @@ class ClientsPerLoop:
         parse: Turns a stream entry into a chunk, for the live feeds.
         pubsub: Whether live feeds wait for notifications, and what the server refused of them.
         safety_poll_seconds: With notifications, how often every followed stream is read without one.
+
+    Raises:
+        ValueError: If ``safety_poll_seconds`` is not positive.
     """
 
     def __init__(
@@ -169,6 +172,8 @@ class ClientsPerLoop:
         pubsub: PubSubSupport,
         safety_poll_seconds: float,
     ) -> None:
+        if safety_poll_seconds <= 0:
+            raise ValueError("safety_poll_seconds must be positive")
         self._settings = settings
         self._credential = credential
         self._token_refresh_margin = token_refresh_margin_seconds

@@ -122,8 +122,6 @@ class Notifications:
         max_poll_interval: float = 0.05,
         batch_count: int = 512,
     ) -> None:
-        if safety_poll_seconds <= 0:
-            raise ValueError("safety_poll_seconds must be positive")
         self._feed = feed
         self._support = support
         self._cluster = cluster

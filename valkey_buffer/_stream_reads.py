@@ -7,6 +7,7 @@ for all of them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -16,7 +17,9 @@ from glide import ExclusiveIdBound, IdBound, MaxId, MinId
 from ._chunk import StreamChunk
 from ._glide import ClientScope, text
 from ._ids import LAST_POSSIBLE_ENTRY_ID, parse_cursor, stream_key, validate_id
-from ._stream_reader import SequenceFilter
+from ._live_feed import LiveFeed
+from ._stream_reader import CommittedTurnLookup, SequenceFilter, StreamReader
+from ._telemetry import ReaderTelemetry
 
 logger = logging.getLogger("valkey_buffer")
 
@@ -79,6 +82,36 @@ class StreamReads:
         async with self._valkey() as client:
             reply = await client.xrevrange(key, MaxId(), MinId(), count=1)
         return next((text(entry_id) for entry_id in (reply or {})), "0-0")
+
+    async def follow(
+        self,
+        session_id: str,
+        cursor: str | None,
+        *,
+        correlation_id: str | None,
+        feed: LiveFeed,
+        idle_timeout: float,
+        reconcile_after: float,
+        committed_turn: CommittedTurnLookup | None,
+        telemetry: ReaderTelemetry,
+    ) -> AsyncIterator[StreamChunk]:
+        """A stream's entries after ``cursor``, then live ones (see ``ValkeyStreamBuffer.read_stream``)."""
+        key, position = reader_start(session_id, cursor, correlation_id)
+        reader = StreamReader(
+            key=key,
+            position=position,
+            correlation_id=correlation_id,
+            feed=feed,
+            read_after=lambda after: self.entries_after(key, after),
+            read_back=lambda at: self.look_back(key, at),
+            idle_timeout=idle_timeout,
+            reconcile_after=reconcile_after,
+            committed_turn=committed_turn,
+            telemetry=telemetry,
+        )
+        async with contextlib.aclosing(reader.chunks()) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def available(
         self, session_id: str, cursor: str | None, *, correlation_id: str | None, count: int | None

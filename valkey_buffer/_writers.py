@@ -38,10 +38,13 @@ class TurnWriters:
         client: The running loop's client for writes.
         cancels: The cancel watches of running turns, answered inside their write batches.
         pubsub: Whether write batches publish a notification.
-        max_pending: Entries one turn may queue before the callback waits (backpressure).
+        max_pending_chunks: Entries one turn may queue before the callback waits (backpressure).
         max_batch: Entries written per round trip at most.
-        retry_seconds: How long a failed batch of chunks is retried, and how long a turn's end is
-            waited for.
+        write_retry_seconds: How long a failed batch of chunks is retried, and how long a turn's end
+            is waited for.
+
+    Raises:
+        ValueError: If a number is out of range.
     """
 
     def __init__(
@@ -51,18 +54,24 @@ class TurnWriters:
         cancels: CancelRequests,
         pubsub: PubSubSupport,
         *,
-        max_pending: int,
+        max_pending_chunks: int,
         max_batch: int,
-        retry_seconds: float,
+        write_retry_seconds: float,
     ) -> None:
+        if max_pending_chunks < 1:
+            raise ValueError("max_pending_chunks must be at least 1")
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        if write_retry_seconds < 0:
+            raise ValueError("write_retry_seconds must not be negative")
         self.stats = WriteStats()
         self._settings = settings
         self._client = client
         self._cancels = cancels
         self._pubsub = pubsub
-        self._max_pending = max_pending
+        self._max_pending = max_pending_chunks
         self._max_batch = max_batch
-        self._retry_seconds = retry_seconds
+        self._retry_seconds = write_retry_seconds
         self._turns: dict[tuple[str, str], TurnWriter] = {}
         self._ending: set[TurnWriter] = set()  # turns whose end is still being written
         self._last_sweep = time.monotonic()
