@@ -16,7 +16,7 @@ from agent_framework_azurefunctions import AgentFunctionApp
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from http_api import AgentHttpApi, Routes, RunInputSettings, StreamSettings, route_prefix_from_host_json
-from travel_agents import ModelSettings, build_agents
+from travel_agents import ModelSettings, build_agents, is_cancelled_response
 from valkey_buffer import ValkeyStreamBuffer
 
 APP_DIR = Path(__file__).parent
@@ -27,8 +27,9 @@ stream_settings = StreamSettings.from_env()
 run_input_settings = RunInputSettings.from_env()
 
 # The buffer: the response callback that appends every streamed chunk to Valkey, and the stream reader.
-# It connects on first use, on the event loop that uses it.
-buffer = ValkeyStreamBuffer.from_env()
+# It connects on first use, on the event loop that uses it; a response the agents marked as cancelled
+# ends its stream as cancelled.
+buffer = ValkeyStreamBuffer.from_env(is_cancelled_response=is_cancelled_response)
 
 # The agents (Azure OpenAI when configured, else the offline scripted model). A turn that fails for
 # good is reported to its stream readers through the buffer, and a turn whose cancel is requested

@@ -24,9 +24,10 @@ import httpx
 from httpx_sse import aconnect_sse
 
 from bench._stats import pct
+from http_api import StreamTokenError, StreamTokens
 from tests.e2e.devhost_process import DevHostProcess
 from tests.valkey_servers import ValkeyProcess
-from valkey_buffer import StreamTokenError, StreamTokens, ValkeySettings, ValkeyStreamBuffer
+from valkey_buffer import ValkeySettings, ValkeyStreamBuffer
 
 
 async def check_costs(checks: int) -> dict[str, list[float]]:

@@ -215,10 +215,10 @@ def instrumentation_calls() -> dict[str, float]:
     def each(action: Any, number: int = 20_000) -> float:
         return min(timeit.repeat(action, number=number, repeat=5)) / number * 1e6
 
-    turn = TurnTelemetry(conversation_id="s", correlation_id="c", agent="a", parent=None, accepted_at_ms=None)
+    turn = TurnTelemetry(session_id="s", correlation_id="c", agent="a", parent=None, accepted_at_ms=None)
     for _ in range(40):
         turn.batch_written(1, 0.001)  # past the batch events' cap, as in a long answer
-    reader = ReaderTelemetry(conversation_id="s", correlation_id="c", resumed=False, parent=None, turn_trace=None)
+    reader = ReaderTelemetry(session_id="s", correlation_id="c", resumed=False, parent=None, turn_trace=None)
     reader.agent_known("a")
     route_context = trace.set_span_in_context(trace.get_tracer("bench").start_span("route"))
 
@@ -230,12 +230,12 @@ def instrumentation_calls() -> dict[str, float]:
         otel_context.detach(otel_context.attach(route_context))
 
     def whole_turn() -> None:
-        t = TurnTelemetry(conversation_id="s", correlation_id="c", agent="a", parent=None, accepted_at_ms=1)
+        t = TurnTelemetry(session_id="s", correlation_id="c", agent="a", parent=None, accepted_at_ms=1)
         t.batch_written(1, 0.001)
         t.ended("done", written=True)
 
     def whole_reader() -> None:
-        r = ReaderTelemetry(conversation_id="s", correlation_id="c", resumed=False, parent=None, turn_trace=None)
+        r = ReaderTelemetry(session_id="s", correlation_id="c", resumed=False, parent=None, turn_trace=None)
         r.started()
         r.ended("done")
 

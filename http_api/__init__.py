@@ -10,6 +10,8 @@ from ._responses import json_error, outcome_json
 from ._routes import DEFAULT_ROUTE_PREFIX, Routes, route_prefix_from_host_json
 from ._run_input import MAX_BODY_BYTES, MAX_JSON_DEPTH, MAX_MESSAGE_CHARS, RunInput, parse_run_input
 from ._settings import RunInputSettings, StreamSettings
+from ._sse import chunk_to_sse, encode_sse_comment, encode_sse_event
+from ._stream_tokens import StreamGrant, StreamTokenError, StreamTokens
 from ._turn_outcome import SupportsEntityClient, TurnOutcome, agent_entity_id, outcome_from_state, read_turn_outcome
 from ._turns import NewTurn, Turns
 
@@ -26,12 +28,18 @@ __all__ = [
     "Routes",
     "RunInput",
     "RunInputSettings",
+    "StreamGrant",
     "StreamSettings",
+    "StreamTokenError",
+    "StreamTokens",
     "SupportsEntityClient",
     "TurnNotStartedError",
     "TurnOutcome",
     "Turns",
     "agent_entity_id",
+    "chunk_to_sse",
+    "encode_sse_comment",
+    "encode_sse_event",
     "json_error",
     "outcome_from_state",
     "outcome_json",

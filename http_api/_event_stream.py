@@ -21,9 +21,10 @@ from typing import Any
 from azurefunctions.extensions.http.fastapi import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from valkey_buffer import StreamChunk, ValkeyUnavailableError, chunk_to_sse, encode_sse_comment, encode_sse_event
+from valkey_buffer import StreamChunk, ValkeyUnavailableError
 
 from ._settings import StreamSettings
+from ._sse import chunk_to_sse, encode_sse_comment, encode_sse_event
 
 logger = logging.getLogger(__name__)
 

@@ -20,9 +20,7 @@ from azurefunctions.extensions.http.fastapi import HTMLResponse, JSONResponse, R
 
 from valkey_buffer import (
     StreamChunk,
-    StreamTokens,
     ValkeyStreamBuffer,
-    encode_sse_event,
     parse_cursor,
     validate_id,
 )
@@ -33,6 +31,8 @@ from ._responses import json_error, outcome_json
 from ._routes import DEFAULT_ROUTE_PREFIX, Routes, route, route_path
 from ._run_input import parse_run_input
 from ._settings import RunInputSettings, StreamSettings
+from ._sse import encode_sse_event
+from ._stream_tokens import StreamTokens
 from ._turn_outcome import SupportsEntityClient, TurnOutcome
 from ._turns import NewTurn, Turns
 

@@ -8,9 +8,10 @@ from typing import Any
 
 from azurefunctions.extensions.http.fastapi import JSONResponse
 
-from valkey_buffer import StreamInputError, StreamTokenError, ValkeyUnavailableError
+from valkey_buffer import StreamInputError, ValkeyUnavailableError
 
 from ._errors import RequestError, TurnNotStartedError
+from ._stream_tokens import StreamTokenError
 from ._turn_outcome import TurnOutcome
 
 

@@ -15,7 +15,7 @@ from agent_framework_durabletask import (
     DurableAgentStateResponse,
 )
 
-from valkey_buffer import marks_cancelled
+from travel_agents import marks_cancelled
 
 logger = logging.getLogger(__name__)
 

@@ -9,6 +9,13 @@ from agent_framework import Agent
 # First: stops the import when the installed Agent Framework lacks a private name or behaviour the
 # middleware relies on, with a message that names it (see _af_compat).
 from . import _af_compat  # noqa: F401
+from ._cancelled_marker import (
+    CANCELLED_MARKER_TEXT,
+    cancelled_marker,
+    is_cancelled_marker,
+    is_cancelled_response,
+    marks_cancelled,
+)
 from ._model import DEFAULT_SCRIPTED_CHUNK_DELAY_MS, ModelSettings, create_chat_client
 from ._scripted_model import (
     FAIL_MARKER,
@@ -49,6 +56,7 @@ def build_agents(settings: ModelSettings, *, buffer: SupportsTurnControl) -> lis
 
 
 __all__ = [
+    "CANCELLED_MARKER_TEXT",
     "DEFAULT_SCRIPTED_CHUNK_DELAY_MS",
     "FAIL_MARKER",
     "FLAKY_MARKER",
@@ -67,10 +75,14 @@ __all__ = [
     "TurnFailureReporter",
     "TurnTracing",
     "build_agents",
+    "cancelled_marker",
     "create_chat_client",
     "create_travel_agent",
     "estimate_trip_budget",
     "get_destination_weather",
+    "is_cancelled_marker",
+    "is_cancelled_response",
+    "marks_cancelled",
     "scripted_answer",
     "split_into_chunks",
     "turn_options",

@@ -20,8 +20,9 @@ from typing import Protocol
 
 from agent_framework import AgentContext, AgentMiddleware, AgentResponse, AgentResponseUpdate, Message, ResponseStream
 
-from valkey_buffer import TurnCancellation, cancelled_marker
+from valkey_buffer import TurnCancellation
 
+from ._cancelled_marker import cancelled_marker
 from ._stream_turn import StreamTurn, stream_turn_of
 
 logger = logging.getLogger(__name__)

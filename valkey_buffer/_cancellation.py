@@ -7,10 +7,8 @@ the same atomic round trip as its appends (at most every ``CANCEL_CHECK_SECONDS`
 stream does not pay for the question on every batch); while a turn writes nothing (the model is
 thinking, a tool runs), :class:`TurnCancellation` asks on its own a few times a second.
 
-A cancelled turn's final response carries a marker, a reasoning content with a fixed text: it is
-how the stream's end and the committed status both know the turn was stopped. The durable entity
-persists it with the answer (as content of a type it does not know) and replays it to the model
-with the partial answer on the next turn, where it tells the model its last answer was cut short.
+The turn's response then says it was stopped in a way of the app's choosing (an Agent Framework
+app marks it in its content): the buffer asks the ``is_cancelled_response`` hook it was given.
 """
 
 from __future__ import annotations
@@ -19,52 +17,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any
-
-from agent_framework import Content
 
 logger = logging.getLogger("valkey_buffer")
 
-CANCELLED_MARKER_TEXT = "[stopped: the turn was cancelled]"
-
 CANCEL_CHECK_SECONDS = 0.1
 """A watched turn's write batches ask whether it was cancelled at most this often."""
-"""The text of the reasoning content that marks a cancelled turn's response."""
 
 
 def cancel_key(stream_key: str) -> str:
     """The set of a session's cancelled turns; in the stream's hash slot (its hash tag is the stream key)."""
     return "{" + stream_key + "}:cancelled"
-
-
-def cancelled_marker() -> Content:
-    """The content that marks a response as the answer of a cancelled turn (see the module)."""
-    return Content.from_text_reasoning(text=CANCELLED_MARKER_TEXT)
-
-
-def is_cancelled_marker(content: Any) -> bool:
-    """Whether ``content`` (an Agent Framework or a durable state content) is the cancellation marker.
-
-    The durable state keeps an Agent Framework reasoning content as a content of unknown type that
-    holds the content's dict, or (older releases) as its own reasoning type: both are recognised.
-    """
-    kind = str(getattr(content, "type", ""))
-    if kind in ("text_reasoning", "reasoning"):
-        return getattr(content, "text", None) == CANCELLED_MARKER_TEXT
-    held = getattr(content, "content", None)
-    return (
-        kind == "unknown"
-        and isinstance(held, dict)
-        and held.get("type") == "text_reasoning"
-        and held.get("text") == CANCELLED_MARKER_TEXT
-    )
-
-
-def marks_cancelled(messages: Iterable[Any]) -> bool:
-    """Whether any of ``messages`` (with ``contents``) carries the cancellation marker."""
-    return any(is_cancelled_marker(content) for message in messages for content in message.contents)
 
 
 class TurnCancellation:

@@ -11,7 +11,7 @@ ChunkKind = Literal["message", "replace", "done", "cancelled", "error"]
 
 @dataclass(frozen=True)
 class StreamChunk:
-    """One entry of a conversation's stream.
+    """One entry of a session's stream.
 
     Attributes:
         entry_id: The Valkey entry id (``<ms>-<seq>``), also the SSE ``id``. Empty for the

@@ -71,14 +71,14 @@ def parse_cursor(value: str | None) -> str | None:
     return value
 
 
-def stream_key(conversation_id: str) -> str:
-    """The Valkey key of a conversation's stream (the reference samples' schema)."""
-    return STREAM_KEY_PREFIX + validate_id(conversation_id, "conversation_id")
+def stream_key(session_id: str) -> str:
+    """The Valkey key of a session's stream (the reference samples' schema)."""
+    return STREAM_KEY_PREFIX + validate_id(session_id, "session_id")
 
 
-def turns_key(conversation_id: str) -> str:
-    """The Valkey key of a conversation's accepted-turn records (a hash: correlation id -> record)."""
-    return TURNS_KEY_PREFIX + validate_id(conversation_id, "conversation_id")
+def turns_key(session_id: str) -> str:
+    """The Valkey key of a session's accepted-turn records (a hash: correlation id -> record)."""
+    return TURNS_KEY_PREFIX + validate_id(session_id, "session_id")
 
 
 def entry_order(entry_id: str) -> tuple[int, int]:

@@ -30,13 +30,12 @@ from ._telemetry import ReaderTelemetry
 
 logger = logging.getLogger("valkey_buffer")
 
-# Entries read around a cursor to learn which sequences the reader has passed.
-_LOOK_BACK = 64
 # How long a reader waits before it reads Valkey again after a failed catch-up.
 _CATCH_UP_RETRY_SECONDS = 0.5
 
 RangeReader = Callable[[str], AsyncIterator[tuple[str, StreamChunk | None]]]
-BackReader = Callable[[str, int], Awaitable[list[tuple[str, StreamChunk | None]]]]
+# The entries just before a cursor, newest first (see StreamReads.look_back).
+BackReader = Callable[[str], Awaitable[list[tuple[str, StreamChunk | None]]]]
 
 
 @dataclass(frozen=True)
@@ -122,7 +121,7 @@ class StreamReader:
         correlation_id: The turn to follow; without one, the first turn met after the cursor.
         feed: The live feed of this event loop.
         read_after: Yields the stream's entries after an id (raises ``ValkeyUnavailableError``).
-        read_back: Returns up to ``n`` entries at or before an id, newest first.
+        read_back: Returns the entries just before an id (the look-back), newest first.
         idle_timeout: Seconds without any entry before the reader gives up with an error.
         reconcile_after: Seconds without an entry of the followed turn before the outcome is asked.
         committed_turn: Asks the committed outcome; without it, the reader never reconciles.
@@ -260,7 +259,7 @@ class StreamReader:
     async def _learn_before_cursor(self) -> StreamChunk | None:
         """Learn the sequences passed before the cursor; the followed turn's end if it is among them."""
         end: StreamChunk | None = None
-        for _, chunk in await self._read_back(self._position, _LOOK_BACK):
+        for _, chunk in await self._read_back(self._position):
             if chunk is None:
                 continue
             self._sequences.learn(chunk)

@@ -122,7 +122,7 @@ class TurnTelemetry:
     """The telemetry of one turn's writes: its ``agent_stream.write`` span and the write metrics.
 
     Args:
-        conversation_id: The session.
+        session_id: The session.
         correlation_id: The turn.
         agent: The agent's name, if known.
         parent: The trace the span joins (the HTTP request that accepted the turn); else the current one.
@@ -132,7 +132,7 @@ class TurnTelemetry:
     def __init__(
         self,
         *,
-        conversation_id: str,
+        session_id: str,
         correlation_id: str,
         agent: str | None,
         parent: otel_context.Context | None,
@@ -149,7 +149,7 @@ class TurnTelemetry:
             WRITE_SPAN,
             context=parent,
             kind=SpanKind.PRODUCER,
-            attributes={**self.attributes, CONVERSATION_ID: conversation_id, CORRELATION_ID: correlation_id},
+            attributes={**self.attributes, CONVERSATION_ID: session_id, CORRELATION_ID: correlation_id},
         )
         self._recording = self.span.is_recording()
         self._ended = False
@@ -241,7 +241,7 @@ class ReaderTelemetry:
     """The telemetry of one reader: its ``agent_stream.read`` span and the read metrics.
 
     Args:
-        conversation_id: The session read.
+        session_id: The session read.
         correlation_id: The turn followed, if given.
         resumed: Whether the read resumes from a cursor.
         parent: The trace the span joins (the HTTP request that reads); else the current one.
@@ -251,13 +251,13 @@ class ReaderTelemetry:
     def __init__(
         self,
         *,
-        conversation_id: str,
+        session_id: str,
         correlation_id: str | None,
         resumed: bool,
         parent: otel_context.Context | None,
         turn_trace: TurnTraceLookup | None,
     ) -> None:
-        attributes: dict[str, Any] = {CONVERSATION_ID: conversation_id, "agent_stream.resumed": resumed}
+        attributes: dict[str, Any] = {CONVERSATION_ID: session_id, "agent_stream.resumed": resumed}
         if correlation_id:
             attributes[CORRELATION_ID] = correlation_id
         self.span = _tracer.start_span(READ_SPAN, context=parent, kind=SpanKind.CONSUMER, attributes=attributes)

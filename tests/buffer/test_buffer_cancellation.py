@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.buffer.helpers import new_id
+from tests.buffer.helpers import context, new_id, response
 from tests.valkey_servers import ValkeyCluster, ValkeyProcess
 from valkey_buffer import CANCEL_CHECK_SECONDS, ValkeySettings, ValkeyStreamBuffer
 
@@ -57,3 +57,20 @@ async def test_a_quiet_turn_learns_of_its_cancel_within_a_poll_period(settings: 
     finally:
         await producer.aclose()
         await api.aclose()
+
+
+async def test_a_response_the_is_cancelled_hook_recognises_ends_its_stream_as_cancelled(
+    valkey_settings: ValkeySettings,
+) -> None:
+    # The buffer does not know how an app marks a cancelled response: it asks the hook it is given.
+    marked = ValkeyStreamBuffer(valkey_settings, is_cancelled_response=lambda r: r.text.startswith("Stopped"))
+    try:
+        session = new_id()
+        for turn, text in (("cut", "Stopped early"), ("whole", "All of it")):
+            await marked.on_agent_response(response(text), context(session, turn))
+        kinds = {
+            turn: [c.kind async for c in marked.read_stream(session, correlation_id=turn)] for turn in ("cut", "whole")
+        }
+        assert kinds == {"cut": ["message", "cancelled"], "whole": ["message", "done"]}
+    finally:
+        await marked.aclose()

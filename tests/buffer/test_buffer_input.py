@@ -8,6 +8,7 @@ from httpx_sse import EventSource
 from hypothesis import given
 from hypothesis import strategies as st
 
+from http_api import chunk_to_sse, encode_sse_comment, encode_sse_event
 from valkey_buffer import (
     InvalidCursorError,
     InvalidIdError,
@@ -15,9 +16,6 @@ from valkey_buffer import (
     StreamInputError,
     ValkeySettings,
     ValkeyStreamBuffer,
-    chunk_to_sse,
-    encode_sse_comment,
-    encode_sse_event,
     parse_cursor,
     validate_id,
 )

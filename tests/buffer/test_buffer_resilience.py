@@ -128,7 +128,7 @@ async def test_two_event_loops_get_their_own_clients(valkey_settings: ValkeySett
     await asyncio.to_thread(produce_on_another_loop)
     chunks = await asyncio.wait_for(reader, 10)
     assert chunks_text(chunks) == "from another loop"
-    assert len(buffer._loops) == 2
+    assert buffer.connected_loops == 2
     await buffer.aclose()
 
 

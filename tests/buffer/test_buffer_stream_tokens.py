@@ -9,8 +9,9 @@ import time
 
 import pytest
 
+from http_api import StreamTokenError, StreamTokens
 from tests.buffer.helpers import MakeBuffer, new_id
-from valkey_buffer import StreamTokenError, StreamTokens, ValkeySettings, ValkeyStreamBuffer
+from valkey_buffer import ValkeySettings, ValkeyStreamBuffer
 
 
 async def test_a_turn_token_grants_that_turn_of_that_session_only(buffer: ValkeyStreamBuffer) -> None:

@@ -197,7 +197,7 @@ async def test_maxlen_caps_the_stream_approximately(
 async def test_producer_that_dies_leaves_readers_an_idle_timeout_error(buffer: ValkeyStreamBuffer) -> None:
     session = new_id()
     await buffer.write_chunk(session, "started but never finished", correlation_id="t")
-    await buffer._turns[(session, "t")].drain()
+    await buffer.flush_turn(session, "t")
 
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -243,7 +243,7 @@ async def test_read_available_returns_what_is_there_without_waiting(buffer: Valk
     session = new_id()
     await buffer.write_chunk(session, "one", correlation_id="t")
     await buffer.write_chunk(session, "two", correlation_id="t")
-    await buffer._turns[(session, "t")].drain()
+    await buffer.flush_turn(session, "t")
     first = await buffer.read_available(session)
     assert [c.text for c in first] == ["one", "two"]
     assert await buffer.read_available(session, first[-1].entry_id) == []
@@ -279,19 +279,18 @@ async def test_turns_abandoned_by_their_producer_are_forgotten(valkey_settings: 
     try:
         abandoned = new_id()
         await buffer.write_chunk(abandoned, "never finished", correlation_id="t")
-        await buffer._turns[(abandoned, "t")].drain()
-        await asyncio.sleep(1.1)
-        buffer._last_sweep -= 60  # as if the last sweep was a minute ago
-        await buffer.write_chunk(new_id(), "another turn", correlation_id="u")
-        assert (abandoned, "t") not in buffer._turns
-        assert len(buffer._turns) == 1
+        await buffer.flush_turn(abandoned, "t")
+        await asyncio.sleep(1.1)  # quiet for longer than its stream lives
+        another = new_id()
+        await buffer.write_chunk(another, "another turn", correlation_id="u")
+        assert buffer.open_turns() == {(another, "u")}
     finally:
         await buffer.aclose()
 
 
 async def test_writes_with_bad_ids_are_refused_before_anything_is_queued(buffer: ValkeyStreamBuffer) -> None:
-    with pytest.raises(InvalidIdError, match="conversation_id"):
+    with pytest.raises(InvalidIdError, match="session_id"):
         await buffer.write_chunk("a b", "x", correlation_id="t")
     with pytest.raises(InvalidIdError, match="correlation_id"):
         await buffer.write_chunk(new_id(), "x", correlation_id="{t}")
-    assert buffer._turns == {}
+    assert buffer.open_turns() == set()

@@ -25,13 +25,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from glide import ConditionalChange, ExpirySet, ExpiryType, GlideError
+from glide import ConditionalChange, ExpirySet, ExpiryType
 
-from ._errors import StreamInputError, ValkeyUnavailableError
-from ._ids import validate_id
+from valkey_buffer import StreamInputError, validate_id
 
 if TYPE_CHECKING:
-    from ._buffer import ValkeyStreamBuffer
+    from valkey_buffer import ValkeyStreamBuffer
 
 KEY_PREFIX = "agent-stream-token-key:"
 # Signed and compared when a token cannot be read, so that every refusal costs the same work.
@@ -150,8 +149,7 @@ class StreamTokens:
         name = f"{KEY_PREFIX}{period}"
         # Kept until the last token it signs (at the end of its period) has expired, and a minute more.
         lifetime = (period + 1) * self.rotation_seconds + self.ttl_seconds + 60 - int(time.time())
-        try:
-            client = await self._buffer._clients().writer()
+        async with self._buffer.valkey() as client:
             if create:
                 await client.set(
                     name,
@@ -160,8 +158,6 @@ class StreamTokens:
                     expiry=ExpirySet(ExpiryType.SEC, max(60, lifetime)),
                 )
             raw = await client.get(name)
-        except GlideError as error:
-            raise ValkeyUnavailableError(f"Valkey is unavailable: {error}") from error
         if raw is None:
             return None
         key = bytes.fromhex(raw.decode() if isinstance(raw, bytes) else raw)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._chunk import StreamChunk
+from valkey_buffer import StreamChunk
 
 
 def encode_sse_event(
