@@ -11,7 +11,7 @@ Two deliberate differences from the SDK's auto-configuration: an unset exporter 
 ``none`` (a local run sends nothing anywhere unless asked), and metrics are exported every 10 s by
 default instead of every 60 s, so a turn's metrics show up while one looks.
 
-In Azure none of this runs: the Functions Python worker configures Azure Monitor (see README).
+In Azure none of this runs: the Functions Python worker configures Azure Monitor (see docs/observability.md).
 """
 
 from __future__ import annotations

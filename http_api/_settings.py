@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from valkey_buffer import parse_flag
+
 DEFAULT_STREAM_MAX_DURATION_SECONDS = 200.0
 DEFAULT_STREAM_HEARTBEAT_SECONDS = 15.0
 DEFAULT_STREAM_TOKEN_TTL_SECONDS = 3600
@@ -89,12 +91,10 @@ class RunInputSettings:
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
-    raw = (env.get(name) or "").strip()
-    if raw.lower() in ("", "false", "0", "no", "off"):
-        return False
-    if raw.lower() in ("true", "1", "yes", "on"):
-        return True
-    raise ValueError(f"{name} must be true or false, got {raw!r}.")
+    try:
+        return parse_flag(env.get(name) or "")
+    except ValueError as error:
+        raise ValueError(f"{name} is invalid: {error}") from None
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:

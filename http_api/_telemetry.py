@@ -57,13 +57,6 @@ async def in_route_span(req: Request, http_route: str, respond: Callable[[], Awa
     return response
 
 
-def current_trace_headers() -> dict[str, str]:
-    """The current trace context as W3C headers (``traceparent``...): what crosses the durable hop."""
-    headers: dict[str, str] = {}
-    propagate.inject(headers)
-    return headers
-
-
 def note_turn(session_id: str, correlation_id: str) -> None:
     """Put the ids of the turn a request started on its span (Kusto finds a turn's trace by them)."""
     span = trace.get_current_span()

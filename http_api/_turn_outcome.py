@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import azure.durable_functions as df
 from agent_framework_durabletask import (
@@ -16,10 +16,9 @@ from agent_framework_durabletask import (
 )
 
 from travel_agents import marks_cancelled
+from valkey_buffer import TurnOutcome, TurnStatus
 
 logger = logging.getLogger(__name__)
-
-TurnStatus = Literal["not_found", "pending", "completed", "cancelled", "failed"]
 
 
 class SupportsEntityClient(Protocol):
@@ -32,24 +31,6 @@ class SupportsEntityClient(Protocol):
     async def read_entity_state(self, entity_id: df.EntityId, /) -> Any:
         """Read an entity's state: an object with ``entity_exists`` and ``entity_state``."""
         ...
-
-
-@dataclass(frozen=True)
-class TurnOutcome:
-    """What the entity state says about one turn.
-
-    Attributes:
-        status: ``not_found`` (no such request yet), ``pending`` (requested, no response committed),
-            ``completed``, ``cancelled`` (stopped on request; the partial answer is committed) or ``failed``.
-        text: The committed answer of a completed turn, or the partial answer of a cancelled one.
-        error: The error message of a failed turn.
-        message_count: Requests and responses in the session's history.
-    """
-
-    status: TurnStatus
-    text: str | None = None
-    error: str | None = None
-    message_count: int = 0
 
 
 def agent_entity_id(agent_name: str, session_id: str) -> df.EntityId:

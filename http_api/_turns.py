@@ -19,11 +19,11 @@ from datetime import UTC, datetime
 from agent_framework_durabletask import REQUEST_RESPONSE_FORMAT_JSON, REQUEST_RESPONSE_FORMAT_TEXT, RunRequest
 
 from travel_agents import turn_options
-from valkey_buffer import CommittedTurn, CommittedTurnLookup, ValkeyStreamBuffer, ValkeyUnavailableError
+from valkey_buffer import CommittedTurnLookup, ValkeyStreamBuffer, ValkeyUnavailableError, current_trace_headers
 
 from ._errors import TurnNotStartedError
 from ._run_input import RunInput
-from ._telemetry import current_trace_headers, note_turn
+from ._telemetry import note_turn
 from ._turn_outcome import (
     SessionTurn,
     SupportsEntityClient,
@@ -215,15 +215,11 @@ class Turns:
             agent: The agent whose turns it follows, when the route names one.
         """
 
-        async def committed_turn(correlation_id: str, agent_in_stream: str | None) -> CommittedTurn | None:
+        async def committed_turn(correlation_id: str, agent_in_stream: str | None) -> TurnOutcome | None:
             for name in await self.agents_of_turn(session_id, correlation_id, agent or agent_in_stream):
                 outcome = await read_turn_outcome(client, name, session_id, correlation_id)
-                if outcome.status in ("completed", "cancelled"):
-                    return CommittedTurn(status=outcome.status, text=outcome.text or "")
-                if outcome.status == "failed":
-                    return CommittedTurn(status="failed", error=outcome.error)
-                if outcome.status == "pending":
-                    return None
+                if outcome.status != "not_found":
+                    return outcome
             return None
 
         return committed_turn

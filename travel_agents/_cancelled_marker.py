@@ -13,6 +13,8 @@ from typing import Any
 
 from agent_framework import AgentResponse, Content
 
+from ._af_compat import reasoning_text
+
 CANCELLED_MARKER_TEXT = "[stopped: the turn was cancelled]"
 """The text of the reasoning content that marks a cancelled turn's response."""
 
@@ -23,21 +25,8 @@ def cancelled_marker() -> Content:
 
 
 def is_cancelled_marker(content: Any) -> bool:
-    """Whether ``content`` (an Agent Framework or a durable state content) is the cancellation marker.
-
-    The durable state keeps an Agent Framework reasoning content as a content of unknown type that
-    holds the content's dict, or as its own reasoning type: both are recognised.
-    """
-    kind = str(getattr(content, "type", ""))
-    if kind in ("text_reasoning", "reasoning"):
-        return getattr(content, "text", None) == CANCELLED_MARKER_TEXT
-    held = getattr(content, "content", None)
-    return (
-        kind == "unknown"
-        and isinstance(held, dict)
-        and held.get("type") == "text_reasoning"
-        and held.get("text") == CANCELLED_MARKER_TEXT
-    )
+    """Whether ``content`` (an Agent Framework or a durable state content) is the cancellation marker."""
+    return reasoning_text(content) == CANCELLED_MARKER_TEXT
 
 
 def marks_cancelled(messages: Iterable[Any]) -> bool:

@@ -28,7 +28,7 @@ class StreamTurn:
     """The stream (session) and turn (correlation) a run writes to, and where the turn's trace is.
 
     Attributes:
-        session_id: The durable entity key, which is also the stream's conversation id.
+        session_id: The durable entity key, which also names the turn's stream.
         correlation_id: The turn's correlation id.
         accepted_at_ms: When the HTTP route accepted the turn (milliseconds since the epoch), if known.
         trace_headers: The accepting request's trace context (``traceparent``...); empty if untraced.
@@ -50,7 +50,7 @@ def turn_options(
     """Return ``RunRequest`` options that tell the middleware where a turn streams and where it is traced.
 
     Args:
-        session_id: The durable entity key, which is also the stream's conversation id.
+        session_id: The durable entity key, which also names the turn's stream.
         correlation_id: The turn's correlation id.
         accepted_at_ms: When the route accepted the turn, in milliseconds since the epoch.
         trace_headers: The route's trace context as W3C headers (``traceparent``, ``tracestate``).

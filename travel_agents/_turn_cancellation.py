@@ -1,7 +1,7 @@
 """Stops a turn whose cancel was requested: the model's stream is closed, the partial answer committed.
 
 A turn may run on any instance; the cancel request reaches it through Valkey (see
-``valkey_buffer._cancellation``). This middleware wraps the agent's streaming run: it passes the
+``valkey_buffer._cancel_watch``). This middleware wraps the agent's streaming run: it passes the
 model's updates on until the turn is cancelled, then closes the model's stream (with Azure OpenAI
 that ends token generation and billing) and ends the run with what was produced so far, marked as
 cancelled. The durable entity commits that partial answer like any other, so the session's history
@@ -20,7 +20,7 @@ from typing import Protocol
 
 from agent_framework import AgentContext, AgentMiddleware, AgentResponse, AgentResponseUpdate, Message, ResponseStream
 
-from valkey_buffer import TurnCancellation
+from valkey_buffer import CancelWatch
 
 from ._cancelled_marker import cancelled_marker
 from ._stream_turn import StreamTurn, stream_turn_of
@@ -31,11 +31,11 @@ logger = logging.getLogger(__name__)
 class SupportsCancellation(Protocol):
     """What the middleware needs from the stream buffer (``ValkeyStreamBuffer`` has it)."""
 
-    def is_cancel_requested(self, conversation_id: str, correlation_id: str) -> Awaitable[bool]:
+    def is_cancel_requested(self, session_id: str, correlation_id: str) -> Awaitable[bool]:
         """Whether a cancel was requested for the turn."""
         ...
 
-    def watch_cancellation(self, conversation_id: str, correlation_id: str) -> TurnCancellation:
+    def watch_cancellation(self, session_id: str, correlation_id: str) -> CancelWatch:
         """The running turn's cancellation (an async context manager with an ``event``)."""
         ...
 
@@ -48,7 +48,7 @@ class TurnCanceller(AgentMiddleware):
     """
 
     def __init__(self, source: SupportsCancellation) -> None:
-        self._source = source
+        self.source = source
 
     async def process(self, context: AgentContext, call_next: Callable[[], Awaitable[None]]) -> None:
         """Skip the model for a turn cancelled before it started; stop its stream when cancelled later."""
@@ -63,12 +63,12 @@ class TurnCanceller(AgentMiddleware):
         await call_next()
         if context.stream and isinstance(context.result, ResponseStream):
             context.result = _until_cancelled(
-                context.result, self._source.watch_cancellation(turn.session_id, turn.correlation_id)
+                context.result, self.source.watch_cancellation(turn.session_id, turn.correlation_id)
             )
 
     async def _cancelled_already(self, turn: StreamTurn) -> bool:
         try:
-            return await self._source.is_cancel_requested(turn.session_id, turn.correlation_id)
+            return await self.source.is_cancel_requested(turn.session_id, turn.correlation_id)
         except Exception:
             # Valkey is unreachable: the turn runs; a later cancel still reaches it through the stream.
             logger.warning("Could not check whether turn %s was cancelled", turn.correlation_id, exc_info=True)
@@ -76,7 +76,7 @@ class TurnCanceller(AgentMiddleware):
 
 
 def _until_cancelled(
-    model_stream: ResponseStream[AgentResponseUpdate, AgentResponse], cancellation: TurnCancellation
+    model_stream: ResponseStream[AgentResponseUpdate, AgentResponse], cancellation: CancelWatch
 ) -> ResponseStream[AgentResponseUpdate, AgentResponse]:
     """The model's stream, ended early with a cancelled answer when ``cancellation`` fires."""
     stopped = False

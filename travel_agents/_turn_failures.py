@@ -25,7 +25,7 @@ class SupportsWriteError(Protocol):
     """What the middleware needs from the stream buffer (``ValkeyStreamBuffer`` has it)."""
 
     def write_error(
-        self, conversation_id: str, message: str, *, correlation_id: str, agent: str | None = None
+        self, session_id: str, message: str, *, correlation_id: str, agent: str | None = None
     ) -> Awaitable[Any]:
         """Append the terminal ``error`` entry of a turn."""
         ...
@@ -45,7 +45,7 @@ class TurnFailureReporter(AgentMiddleware):
             sink: Where the error entry goes, usually the app's ``ValkeyStreamBuffer``.
             describe: Turns the exception into the message readers see; defaults to ``"<Type>: <message>"``.
         """
-        self._sink = sink
+        self.sink = sink
         self._describe = describe or _describe_exception
 
     async def process(self, context: AgentContext, call_next: Callable[[], Awaitable[None]]) -> None:
@@ -60,7 +60,7 @@ class TurnFailureReporter(AgentMiddleware):
 
     async def _report(self, turn: StreamTurn, exc: BaseException, *, agent_name: str | None) -> None:
         try:
-            await self._sink.write_error(
+            await self.sink.write_error(
                 turn.session_id, self._describe(exc), correlation_id=turn.correlation_id, agent=agent_name
             )
         except Exception:

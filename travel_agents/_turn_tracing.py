@@ -18,9 +18,10 @@ from typing import Protocol
 
 from agent_framework import AgentContext, AgentMiddleware
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
 
-from ._stream_turn import StreamTurn, stream_turn_of
+from valkey_buffer import trace_context_from_headers
+
+from ._stream_turn import stream_turn_of
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class SupportsTurnTracing(Protocol):
 
     def begin_turn(
         self,
-        conversation_id: str,
+        session_id: str,
         correlation_id: str,
         *,
         agent: str | None = None,
@@ -57,7 +58,7 @@ class TurnTracing(AgentMiddleware):
         if turn is None:
             await call_next()
             return
-        parent = _trace_context(turn)
+        parent = trace_context_from_headers(turn.trace_headers)
         try:
             self._buffer.begin_turn(
                 turn.session_id,
@@ -78,10 +79,3 @@ class TurnTracing(AgentMiddleware):
             await call_next()
         finally:
             otel_context.detach(token)
-
-
-def _trace_context(turn: StreamTurn) -> otel_context.Context | None:
-    if not turn.trace_headers:
-        return None
-    extracted = propagate.extract(dict(turn.trace_headers))
-    return extracted if trace.get_current_span(extracted).get_span_context().is_valid else None

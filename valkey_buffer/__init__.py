@@ -6,20 +6,21 @@ agent's response callback and read the streams back as ``StreamChunk``s, live or
 
 from ._accepted_turns import AcceptedTurn
 from ._buffer import ValkeyStreamBuffer
-from ._cancellation import CANCEL_CHECK_SECONDS, TurnCancellation, cancel_key
+from ._cancel_watch import CANCEL_CHECK_SECONDS, CancelWatch, cancel_key
 from ._chunk import StreamChunk
 from ._connection import EntraTokenSource
 from ._errors import InvalidCursorError, InvalidIdError, StreamInputError, ValkeyUnavailableError
 from ._ids import parse_cursor, stream_key, validate_id
 from ._live_feed import ReaderStats
-from ._settings import ValkeySettings
-from ._stream_reader import CommittedTurn, CommittedTurnLookup
+from ._settings import ValkeySettings, parse_flag
+from ._telemetry import current_trace_headers, trace_context_from_headers
+from ._turn_outcome import CommittedTurnLookup, TurnOutcome, TurnStatus
 from ._turn_writer import WriteStats
 
 __all__ = [
     "CANCEL_CHECK_SECONDS",
     "AcceptedTurn",
-    "CommittedTurn",
+    "CancelWatch",
     "CommittedTurnLookup",
     "EntraTokenSource",
     "InvalidCursorError",
@@ -27,13 +28,17 @@ __all__ = [
     "ReaderStats",
     "StreamChunk",
     "StreamInputError",
-    "TurnCancellation",
+    "TurnOutcome",
+    "TurnStatus",
     "ValkeySettings",
     "ValkeyStreamBuffer",
     "ValkeyUnavailableError",
     "WriteStats",
     "cancel_key",
+    "current_trace_headers",
     "parse_cursor",
+    "parse_flag",
     "stream_key",
+    "trace_context_from_headers",
     "validate_id",
 ]

@@ -17,7 +17,7 @@ from typing import Any
 from ._glide import ClientScope, atomic_batch, text
 from ._ids import turns_key, validate_id
 from ._settings import ValkeySettings
-from ._telemetry import trace_carrier
+from ._telemetry import current_trace_headers
 
 logger = logging.getLogger("valkey_buffer")
 
@@ -74,7 +74,7 @@ class AcceptedTurns:
             agent=agent,
             accepted_at_ms=int(time.time() * 1000) if accepted_at_ms is None else accepted_at_ms,
             message=message,
-            trace_headers=trace_carrier(),
+            trace_headers=current_trace_headers(),
         )
         fields: dict[str, Any] = {
             "agent": accepted.agent,

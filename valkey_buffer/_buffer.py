@@ -2,7 +2,8 @@
 
 A facade: each concern lives in a module of its own (``_writers``, ``_accepted_turns``,
 ``_cancel_requests``, ``_stream_reads`` and ``_stream_reader``, ``_live_feed``, ``_loop_clients``);
-this class wires them together and is the one public surface.
+this class wires them together and is the one public surface, which is why it is long: most of its
+lines are the public methods' documentation, each method a line or two of delegation.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from opentelemetry import context as otel_context
 
 from ._accepted_turns import AcceptedTurn, AcceptedTurns
 from ._cancel_requests import CancelRequests
-from ._cancellation import TurnCancellation
+from ._cancel_watch import CancelWatch
 from ._chunk import StreamChunk
 from ._connection import GlideAnyClient, TokenCredential
 from ._errors import InvalidCursorError
@@ -27,9 +28,9 @@ from ._live_feed import ReaderStats
 from ._loop_clients import ClientsPerLoop, live_feed_mode
 from ._notifications import PubSubSupport
 from ._settings import ValkeySettings
-from ._stream_reader import CommittedTurnLookup
 from ._stream_reads import StreamReads
 from ._telemetry import ReaderTelemetry
+from ._turn_outcome import CommittedTurnLookup
 from ._writers import TurnWriters
 
 if TYPE_CHECKING:
@@ -276,7 +277,7 @@ class ValkeyStreamBuffer:
         """Whether a cancel was requested for a turn (raises like ``request_cancel``)."""
         return await self._cancels.is_requested(session_id, correlation_id)
 
-    def watch_cancellation(self, session_id: str, correlation_id: str) -> TurnCancellation:
+    def watch_cancellation(self, session_id: str, correlation_id: str) -> CancelWatch:
         """The cancellation of a running turn, to enter around the agent's run; its write batches ask for it.
 
         Raises:

@@ -1,8 +1,8 @@
-"""Cancel requests: asked by any instance, learned by the one that writes the turn (see ``_cancellation``)."""
+"""Cancel requests: asked by any instance, learned by the one that writes the turn (see ``_cancel_watch``)."""
 
 from __future__ import annotations
 
-from ._cancellation import TurnCancellation, cancel_key
+from ._cancel_watch import CancelWatch, cancel_key
 from ._glide import ClientScope, atomic_batch
 from ._ids import stream_key, validate_id
 from ._settings import ValkeySettings
@@ -19,7 +19,7 @@ class CancelRequests:
     def __init__(self, settings: ValkeySettings, valkey: ClientScope) -> None:
         self._settings = settings
         self._valkey = valkey
-        self._watches: dict[tuple[str, str], TurnCancellation] = {}  # (stream key, correlation id)
+        self._watches: dict[tuple[str, str], CancelWatch] = {}  # (stream key, correlation id)
 
     async def request(self, session_id: str, correlation_id: str) -> None:
         """Ask the instance that runs a turn to stop it.
@@ -48,21 +48,21 @@ class CancelRequests:
         async with self._valkey() as client:
             return bool(await client.sismember(key, correlation_id))
 
-    def watch(self, session_id: str, correlation_id: str) -> TurnCancellation:
+    def watch(self, session_id: str, correlation_id: str) -> CancelWatch:
         """The cancellation of a running turn, to enter around the agent's run; forgotten when left.
 
         Raises:
             InvalidIdError: If an id is invalid.
         """
         turn = (stream_key(session_id), validate_id(correlation_id, "correlation_id"))
-        watch = TurnCancellation(
+        watch = CancelWatch(
             lambda: self.is_requested(session_id, correlation_id),
             on_exit=lambda: self._watches.pop(turn, None),
         )
         self._watches[turn] = watch
         return watch
 
-    def watch_of(self, key: str, correlation_id: str) -> TurnCancellation | None:
+    def watch_of(self, key: str, correlation_id: str) -> CancelWatch | None:
         """The watch of a turn being written to stream ``key``, if one is entered."""
         return self._watches.get((key, correlation_id))
 

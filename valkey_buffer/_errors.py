@@ -8,7 +8,7 @@ class StreamInputError(ValueError):
 
 
 class InvalidIdError(StreamInputError):
-    """A conversation, session or correlation id that is empty, too long or has unsafe characters."""
+    """A session or correlation id that is empty, too long or has unsafe characters."""
 
 
 class InvalidCursorError(StreamInputError):

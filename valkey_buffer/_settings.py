@@ -127,7 +127,7 @@ class ValkeySettings:
             raise ValueError(f"{variable} has no host")
         query = parse_qs(parts.query)
         try:
-            cluster = _parse_bool(query.get("cluster", ["false"])[-1])
+            cluster = parse_flag(query.get("cluster", ["false"])[-1])
         except ValueError as error:
             raise ValueError(f"{variable} has an invalid cluster flag: {error}") from None
         return cls(
@@ -150,8 +150,15 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
         raise ValueError(f"{name} must be a number from {low} to {high}, got {value!r}")
 
 
-def _parse_bool(raw: str) -> bool:
-    lowered = raw.lower()
+def parse_flag(raw: str) -> bool:
+    """A boolean setting: ``true``, ``1``, ``yes``, ``on`` or ``false``, ``0``, ``no``, ``off``; empty is false.
+
+    The one reader of boolean app settings, so that every setting accepts the same words (any case).
+
+    Raises:
+        ValueError: If ``raw`` is none of these words.
+    """
+    lowered = raw.strip().lower()
     if lowered in _TRUE:
         return True
     if lowered in _FALSE:
@@ -176,12 +183,12 @@ def _parse_optional_int(raw: str) -> int | None:
 
 
 # Environment variable -> (field, parser). The same names appear in local.settings.sample.json,
-# the Bicep app settings and the README.
+# the Bicep app settings and docs/configuration.md.
 _ENV_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "VALKEY_HOST": ("host", str),
     "VALKEY_PORT": ("port", int),
-    "VALKEY_TLS": ("tls", _parse_bool),
-    "VALKEY_CLUSTER": ("cluster", _parse_bool),
+    "VALKEY_TLS": ("tls", parse_flag),
+    "VALKEY_CLUSTER": ("cluster", parse_flag),
     "VALKEY_USERNAME": ("username", str),
     "VALKEY_PASSWORD": ("password", str),
     "VALKEY_AUTH": ("auth", _parse_auth),

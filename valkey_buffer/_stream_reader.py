@@ -20,13 +20,13 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
 from ._chunk import ChunkKind, StreamChunk
 from ._errors import ValkeyUnavailableError
 from ._ids import entry_order
 from ._live_feed import LiveFeed
 from ._telemetry import ReaderTelemetry
+from ._turn_outcome import CommittedTurnLookup
 
 logger = logging.getLogger("valkey_buffer")
 
@@ -36,25 +36,6 @@ _CATCH_UP_RETRY_SECONDS = 0.5
 RangeReader = Callable[[str], AsyncIterator[tuple[str, StreamChunk | None]]]
 # The entries just before a cursor, newest first (see StreamReads.look_back).
 BackReader = Callable[[str], Awaitable[list[tuple[str, StreamChunk | None]]]]
-
-
-@dataclass(frozen=True)
-class CommittedTurn:
-    """A turn's committed outcome, from the source of truth (the durable agent's state).
-
-    Attributes:
-        status: ``completed``, ``cancelled`` or ``failed``.
-        text: The committed answer of a completed turn, or the partial answer of a cancelled one.
-        error: The error message of a failed turn.
-    """
-
-    status: Literal["completed", "cancelled", "failed"]
-    text: str = ""
-    error: str | None = None
-
-
-# (correlation id, agent name if known) -> the committed outcome, or None while the turn runs.
-CommittedTurnLookup = Callable[[str, str | None], Awaitable[CommittedTurn | None]]
 
 
 @dataclass
@@ -304,12 +285,14 @@ class StreamReader:
         except Exception:
             logger.warning("Could not read the committed outcome of turn %s", self._turn, exc_info=True)
             return []
-        if outcome is None:
+        if outcome is None or not outcome.is_committed:
             return []
         if outcome.status == "failed":
             return [StreamChunk(entry_id="", kind="error", error=outcome.error or "error", correlation_id=self._turn)]
         end: ChunkKind = "cancelled" if outcome.status == "cancelled" else "done"
         return [
-            StreamChunk(entry_id="", kind="replace", text=outcome.text, correlation_id=self._turn, agent=self._agent),
+            StreamChunk(
+                entry_id="", kind="replace", text=outcome.text or "", correlation_id=self._turn, agent=self._agent
+            ),
             StreamChunk(entry_id="", kind=end, correlation_id=self._turn, agent=self._agent),
         ]

@@ -18,8 +18,9 @@ from ._chunk import StreamChunk
 from ._glide import ClientScope, text
 from ._ids import LAST_POSSIBLE_ENTRY_ID, parse_cursor, stream_key, validate_id
 from ._live_feed import LiveFeed
-from ._stream_reader import CommittedTurnLookup, SequenceFilter, StreamReader
+from ._stream_reader import SequenceFilter, StreamReader
 from ._telemetry import ReaderTelemetry
+from ._turn_outcome import CommittedTurnLookup
 
 logger = logging.getLogger("valkey_buffer")
 

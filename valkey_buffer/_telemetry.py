@@ -103,18 +103,22 @@ RECONCILIATIONS = _meter.create_counter(
 )
 
 
-def trace_carrier() -> dict[str, str]:
-    """The current trace context as W3C headers (``traceparent``...), empty when there is none."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return carrier
+def current_trace_headers() -> dict[str, str]:
+    """The current trace context as W3C headers (``traceparent``...), empty when there is none.
+
+    What carries a turn's trace where a context cannot go: across the durable hop, into the
+    accepted-turn record.
+    """
+    headers: dict[str, str] = {}
+    propagate.inject(headers)
+    return headers
 
 
-def context_from_carrier(carrier: Mapping[str, str] | None) -> otel_context.Context | None:
-    """The trace context that :func:`trace_carrier` wrote, ``None`` when the carrier holds none."""
-    if not carrier:
+def trace_context_from_headers(headers: Mapping[str, str] | None) -> otel_context.Context | None:
+    """The trace context that :func:`current_trace_headers` wrote, ``None`` when the headers hold none."""
+    if not headers:
         return None
-    extracted = propagate.extract(dict(carrier))
+    extracted = propagate.extract(dict(headers))
     return extracted if trace.get_current_span(extracted).get_span_context().is_valid else None
 
 
@@ -342,7 +346,7 @@ class ReaderTelemetry:
 
     async def _link(self, lookup: TurnTraceLookup, correlation_id: str) -> None:
         with contextlib.suppress(Exception):
-            turn = context_from_carrier(await lookup(correlation_id))
+            turn = trace_context_from_headers(await lookup(correlation_id))
             if turn is None:
                 return
             turn_span = trace.get_current_span(turn).get_span_context()

@@ -15,7 +15,7 @@ from glide import Batch, ClusterBatch, RequestError, StreamAddOptions, TrimByMax
 from opentelemetry import context as otel_context
 
 from ._cancel_requests import CancelRequests
-from ._cancellation import cancel_key
+from ._cancel_watch import cancel_key
 from ._connection import GlideAnyClient
 from ._glide import add_notification, atomic_batch, is_pubsub_refusal
 from ._ids import stream_key, validate_id

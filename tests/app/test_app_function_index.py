@@ -100,10 +100,10 @@ def test_the_buffer_is_every_agents_callback_failure_sink_and_cancellation_sourc
     for agent in module.agents:
         reporters = [m for m in agent.agent_middleware if isinstance(m, TurnFailureReporter)]
         assert len(reporters) == 1
-        assert reporters[0]._sink is module.buffer
+        assert reporters[0].sink is module.buffer
         cancellers = [m for m in agent.agent_middleware if isinstance(m, TurnCanceller)]
         assert len(cancellers) == 1
-        assert cancellers[0]._source is module.buffer
+        assert cancellers[0].source is module.buffer
 
 
 def test_importing_function_app_connects_to_nothing() -> None:

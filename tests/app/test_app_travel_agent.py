@@ -33,11 +33,11 @@ class RecordingSink:
         self.fail = fail
 
     async def write_error(
-        self, conversation_id: str, message: str, *, correlation_id: str, agent: str | None = None
+        self, session_id: str, message: str, *, correlation_id: str, agent: str | None = None
     ) -> None:
         if self.fail:
             raise ConnectionError("sink is down")
-        self.errors.append((conversation_id, message, correlation_id, agent))
+        self.errors.append((session_id, message, correlation_id, agent))
 
 
 class OptionsRecordingClient(ScriptedChatClient):

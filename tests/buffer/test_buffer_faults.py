@@ -18,7 +18,7 @@ from tests.eventually import eventually
 from tests.shown_text import chunks_text
 from tests.slow_reply_proxy import SlowReplyProxy
 from tests.valkey_servers import ValkeyProcess
-from valkey_buffer import CommittedTurn, StreamChunk, ValkeySettings, ValkeyStreamBuffer
+from valkey_buffer import StreamChunk, TurnOutcome, ValkeySettings, ValkeyStreamBuffer
 
 PIECES = [f"word{i} " for i in range(120)]
 FINAL = "".join(PIECES)
@@ -35,9 +35,9 @@ class Commit:
     def done(self, text: str) -> None:
         self.text, self.at = text, time.monotonic()
 
-    async def lookup(self, correlation_id: str, agent: str | None) -> CommittedTurn | None:
+    async def lookup(self, correlation_id: str, agent: str | None) -> TurnOutcome | None:
         self.asked.append(correlation_id)
-        return None if self.text is None else CommittedTurn(status="completed", text=self.text)
+        return None if self.text is None else TurnOutcome(status="completed", text=self.text)
 
 
 def _check_reader(name: str, chunks: list[StreamChunk]) -> None:

@@ -114,22 +114,20 @@ async def test_aclose_is_idempotent_and_flushes_queued_entries(
     assert [c.text for c in await reader.read_available(session)] == ["queued"]
 
 
-async def test_two_event_loops_get_their_own_clients(valkey_settings: ValkeySettings) -> None:
+async def test_two_event_loops_get_their_own_clients(buffer: ValkeyStreamBuffer) -> None:
     # Agent Framework runs the callback on its own loop in another thread; readers run on the
     # HTTP server's loop. Each loop must get clients of its own.
-    buffer = ValkeyStreamBuffer(valkey_settings)
     session = new_id()
 
     def produce_on_another_loop() -> None:
         asyncio.run(stream_turn(buffer, session, "t", ["from ", "another ", "loop"]))
 
     reader = asyncio.create_task(collect(buffer, session, correlation_id="t"))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: buffer.reader_stats().active == 1, message="the reader never joined the live feed")
     await asyncio.to_thread(produce_on_another_loop)
     chunks = await asyncio.wait_for(reader, 10)
     assert chunks_text(chunks) == "from another loop"
     assert buffer.connected_loops == 2
-    await buffer.aclose()
 
 
 async def test_a_reader_joining_a_blocked_live_feed_is_served_at_once(

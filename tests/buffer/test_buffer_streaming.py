@@ -274,18 +274,17 @@ async def test_latest_entry_id_lets_a_new_turn_be_followed_without_the_history(b
     assert [c.text for c in chunks] == ["fresh", ""]
 
 
-async def test_turns_abandoned_by_their_producer_are_forgotten(valkey_settings: ValkeySettings) -> None:
-    buffer = ValkeyStreamBuffer(ValkeySettings(**{**valkey_settings.__dict__, "stream_ttl_seconds": 1}))
-    try:
-        abandoned = new_id()
-        await buffer.write_chunk(abandoned, "never finished", correlation_id="t")
-        await buffer.flush_turn(abandoned, "t")
-        await asyncio.sleep(1.1)  # quiet for longer than its stream lives
-        another = new_id()
-        await buffer.write_chunk(another, "another turn", correlation_id="u")
-        assert buffer.open_turns() == {(another, "u")}
-    finally:
-        await buffer.aclose()
+async def test_turns_abandoned_by_their_producer_are_forgotten(
+    valkey_settings: ValkeySettings, make_buffer: MakeBuffer
+) -> None:
+    buffer = make_buffer(dataclasses.replace(valkey_settings, stream_ttl_seconds=1))
+    abandoned = new_id()
+    await buffer.write_chunk(abandoned, "never finished", correlation_id="t")
+    await buffer.flush_turn(abandoned, "t")
+    await asyncio.sleep(1.1)  # quiet for longer than its stream lives
+    another = new_id()
+    await buffer.write_chunk(another, "another turn", correlation_id="u")
+    assert buffer.open_turns() == {(another, "u")}
 
 
 async def test_writes_with_bad_ids_are_refused_before_anything_is_queued(buffer: ValkeyStreamBuffer) -> None:

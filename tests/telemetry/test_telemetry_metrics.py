@@ -17,7 +17,7 @@ from tests.eventually import eventually
 from tests.otel_capture import OtelCapture, SpanRecordingHandler, delta, recording_log
 from tests.telemetry.conftest import AGENT
 from tests.valkey_servers import ValkeyProcess
-from valkey_buffer import CommittedTurn, ValkeySettings, ValkeyStreamBuffer
+from valkey_buffer import TurnOutcome, ValkeySettings, ValkeyStreamBuffer
 
 BY_AGENT = {"gen_ai.agent.name": AGENT}
 
@@ -146,8 +146,8 @@ async def test_a_stream_completed_from_the_committed_outcome_is_a_reconciliation
 ) -> None:
     buffer = make_buffer(valkey_settings)
 
-    async def committed(correlation_id: str, agent: str | None) -> CommittedTurn:
-        return CommittedTurn(status="completed", text="the committed answer")
+    async def committed(correlation_id: str, agent: str | None) -> TurnOutcome:
+        return TurnOutcome(status="completed", text="the committed answer")
 
     before = otel.snapshot()
     # The stream holds nothing of the turn (expired, or Valkey lost it): the outcome ends it.

@@ -5,7 +5,7 @@ A cancel request adds the turn's correlation id to a set kept next to the sessio
 the set lives in the stream's slot. That lets every write batch of a turn ask "am I cancelled?" in
 the same atomic round trip as its appends (at most every ``CANCEL_CHECK_SECONDS``, so that a fast
 stream does not pay for the question on every batch); while a turn writes nothing (the model is
-thinking, a tool runs), :class:`TurnCancellation` asks on its own a few times a second.
+thinking, a tool runs), :class:`CancelWatch` asks on its own a few times a second.
 
 The turn's response then says it was stopped in a way of the app's choosing (an Agent Framework
 app marks it in its content): the buffer asks the ``is_cancelled_response`` hook it was given.
@@ -31,7 +31,7 @@ def cancel_key(stream_key: str) -> str:
     return "{" + stream_key + "}:cancelled"
 
 
-class TurnCancellation:
+class CancelWatch:
     """Tells a running turn, through ``event``, that it was cancelled.
 
     Use it as an async context manager around the turn: while it is entered, a background task asks
@@ -73,7 +73,7 @@ class TurnCancellation:
         if cancelled:
             self.event.set()
 
-    async def __aenter__(self) -> TurnCancellation:
+    async def __aenter__(self) -> CancelWatch:
         self._poller = asyncio.get_running_loop().create_task(self._poll(), name="turn-cancellation-poll")
         return self
 
