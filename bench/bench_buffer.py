@@ -1,6 +1,10 @@
 """Benchmarks of valkey_buffer against one real valkey-server, printed side by side.
 
-Run: .venv/bin/python -m bench.bench_buffer   (starts its own valkey-server on loopback)
+Run: .venv/bin/python -m bench.bench_buffer [--baseline REV]   (starts its own valkey-server on loopback)
+
+With ``--baseline REV`` it then measures the delivery figures (live feed latency, 1,000 readers, the
+cluster's notifications feed) of this checkout and of ``REV``'s ``valkey_buffer`` in alternating
+rounds, and prints both with their ratios.
 
 Figures are ratios against baselines measured in the same run on the same server, not targets
 asserted by the test suite.
@@ -8,14 +12,20 @@ asserted by the test suite.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
+import tempfile
 import time
 import uuid
+from pathlib import Path
+from typing import Any
 
 import valkey.asyncio as valkey_py
 from glide import GlideClient, GlideClientConfiguration, NodeAddress
 
+import valkey_buffer
+from bench._baseline import load_baseline
 from bench._stats import pct
 from tests.valkey_servers import ValkeyCluster, ValkeyProcess
 from valkey_buffer import ValkeySettings, ValkeyStreamBuffer
@@ -250,5 +260,69 @@ async def main() -> None:
     await cluster_mode()
 
 
+DELIVERY_ROUNDS = 5
+
+
+async def _delivery_rounds(
+    label: str, buffers: dict[str, Any], streams: int, readers_per_stream: int, rounds: int
+) -> None:
+    """One delivery figure for each implementation, in alternating rounds: medians and the rounds' ratios."""
+    p50: dict[str, list[float]] = {name: [] for name in buffers}
+    p99: dict[str, list[float]] = {name: [] for name in buffers}
+    names = list(buffers)
+    for round_number in range(DELIVERY_ROUNDS):
+        for name in names if round_number % 2 else reversed(names):
+            latencies = await fanout_latency(buffers[name], streams, readers_per_stream, rounds)
+            p50[name].append(pct(latencies, 0.5) * 1000)
+            p99[name].append(pct(latencies, 0.99) * 1000)
+    baseline, ours = names
+    figures = " | ".join(
+        f"{name} p50 {statistics.median(p50[name]):.2f} ms p99 {statistics.median(p99[name]):.2f} ms" for name in names
+    )
+    ratio_p50 = statistics.median(o / b for o, b in zip(p50[ours], p50[baseline], strict=True))
+    ratio_p99 = statistics.median(o / b for o, b in zip(p99[ours], p99[baseline], strict=True))
+    print(
+        f"{label} ({DELIVERY_ROUNDS} rounds, medians): {figures} | this/baseline p50 {ratio_p50:.2f}x "
+        f"p99 {ratio_p99:.2f}x (median of the rounds')"
+    )
+
+
+async def delivery_against(baseline_revision: str) -> None:
+    """The delivery figures of this checkout and of ``baseline_revision``, measured side by side."""
+    with tempfile.TemporaryDirectory(prefix="bench-baseline-") as folder:
+        (baseline,) = load_baseline(baseline_revision, Path(folder))
+        implementations = {f"baseline {baseline_revision}": baseline, "this checkout": valkey_buffer}
+        server = ValkeyProcess().start()
+        buffers = {
+            name: vb.ValkeyStreamBuffer(
+                vb.ValkeySettings(host=server.host, port=server.port, stream_maxlen=None, read_block_ms=5000)
+            )
+            for name, vb in implementations.items()
+        }
+        try:
+            await _delivery_rounds("delivery XADD -> reader, live feed", buffers, 10, 1, 100)
+            await _delivery_rounds("1,000 live readers over 100 streams", buffers, 100, 10, 20)
+        finally:
+            for buffer in buffers.values():
+                await buffer.aclose()
+            server.stop()
+        cluster = ValkeyCluster().start()
+        buffers = {
+            name: vb.ValkeyStreamBuffer(vb.ValkeySettings(host=cluster.host, port=cluster.port, cluster=True))
+            for name, vb in implementations.items()
+        }
+        try:
+            await _delivery_rounds("cluster (3 primaries), notifications live feed", buffers, 10, 1, 100)
+        finally:
+            for buffer in buffers.values():
+                await buffer.aclose()
+            cluster.stop()
+
+
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", help="also measure delivery against this git revision's valkey_buffer")
+    arguments = parser.parse_args()
     asyncio.run(main())
+    if arguments.baseline:
+        asyncio.run(delivery_against(arguments.baseline))

@@ -14,11 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import io
 import random
-import subprocess
-import sys
-import tarfile
 import tempfile
 import time
 import uuid
@@ -27,6 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from bench._baseline import load_baseline
 from bench._stats import alternating_rounds, pct
 from bench.bench_buffer import callback_write_path
 from tests.busy_session import busy_session
@@ -35,18 +32,6 @@ from tests.valkey_servers import ValkeyProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BASELINE = "6f03983"
-
-
-def load_baseline(revision: str, into: Path) -> ModuleType:
-    """Import ``valkey_buffer`` as it was at ``revision``, as the package ``valkey_buffer_baseline``."""
-    archive = subprocess.run(
-        ["git", "archive", "--format=tar", revision, "valkey_buffer"], cwd=ROOT, capture_output=True, check=True
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    (into / "valkey_buffer").rename(into / "valkey_buffer_baseline")
-    sys.path.insert(0, str(into))
-    return importlib.import_module("valkey_buffer_baseline")
 
 
 def _sid() -> str:
@@ -199,7 +184,7 @@ async def main(baseline_revision: str, write_path_only: bool) -> None:
     server = ValkeyProcess().start()
     with tempfile.TemporaryDirectory(prefix="bench-baseline-") as folder:
         implementations = {
-            f"baseline {baseline_revision}": load_baseline(baseline_revision, Path(folder)),
+            f"baseline {baseline_revision}": load_baseline(baseline_revision, Path(folder))[0],
             "this checkout": importlib.import_module("valkey_buffer"),
         }
         try:

@@ -27,12 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import io
-import re
 import statistics
-import subprocess
-import sys
-import tarfile
 import tempfile
 import time
 import timeit
@@ -46,6 +41,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from bench._baseline import load_baseline
 from bench._stats import pct
 from tests.valkey_servers import ValkeyProcess
 
@@ -57,22 +53,6 @@ WRITE_CHUNKS = 5_000
 SSE_CLIENTS = 10
 SSE_CHUNKS = 300
 SSE_PACE_SECONDS = 0.01
-
-
-def load_baseline(revision: str, into: Path) -> tuple[ModuleType, ModuleType]:
-    """``valkey_buffer`` and ``http_api`` as they were at ``revision``, as ``*_baseline`` packages."""
-    archive = subprocess.run(
-        ["git", "archive", "--format=tar", revision, *_PACKAGES], cwd=ROOT, capture_output=True, check=True
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    imports = re.compile(rf"^(\s*)(from|import) ({'|'.join(_PACKAGES)})\b", re.MULTILINE)
-    for package in _PACKAGES:
-        for path in (into / package).rglob("*.py"):
-            path.write_text(imports.sub(r"\1\2 \3_baseline", path.read_text()))
-        (into / package).rename(into / f"{package}_baseline")
-    sys.path.insert(0, str(into))
-    return importlib.import_module("valkey_buffer_baseline"), importlib.import_module("http_api_baseline")
 
 
 def install_sdk() -> tuple[Any, Any, Any]:
@@ -254,7 +234,7 @@ async def main(baseline_revision: str, rounds: int) -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="bench-telemetry-") as folder:
             implementations = {
-                "baseline": load_baseline(baseline_revision, Path(folder)),
+                "baseline": tuple(load_baseline(baseline_revision, Path(folder), _PACKAGES)),
                 "checkout": (importlib.import_module("valkey_buffer"), importlib.import_module("http_api")),
             }
             without = await _phase(implementations, server, rounds)
