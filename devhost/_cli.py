@@ -1,4 +1,4 @@
-"""Command line of the local host: ``python -m devhost [--host H] [--port P] [--backend HOST:PORT] [--no-worker]``."""
+"""Command line of the local host: ``python -m devhost [--app MODULE:ATTR] [--host H] [--port P] [--backend HOST:PORT] [--no-worker]``."""
 
 from __future__ import annotations
 
@@ -22,11 +22,18 @@ def _parse(argv: Sequence[str] | None) -> HostOptions:
     parser = argparse.ArgumentParser(
         prog="python -m devhost",
         description=(
-            "Run function_app.app locally without Azure tooling: its HTTP functions on uvicorn, durable "
-            "entities on the Durable Task SDK's in-memory backend, Valkey embedded unless VALKEY_HOST or "
+            "Run a v2 function app (function_app:app unless --app) locally without Azure tooling: its HTTP "
+            "functions on uvicorn, its orchestrators, activities and agent entities on the Durable Task SDK's "
+            "in-memory backend, Valkey embedded unless VALKEY_HOST or "
             "VALKEY_URL is set. OpenTelemetry: OTEL_TRACES_EXPORTER, OTEL_METRICS_EXPORTER and "
             "OTEL_LOGS_EXPORTER = console or otlp (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_METRIC_EXPORT_INTERVAL)."
         ),
+    )
+    parser.add_argument(
+        "--app",
+        default="function_app:app",
+        metavar="MODULE:ATTRIBUTE",
+        help="the function app to host, imported from the current directory (default function_app:app)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to serve HTTP on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7071, help="HTTP port (default 7071, as func start)")
@@ -65,7 +72,11 @@ def _parse(argv: Sequence[str] | None) -> HostOptions:
         parser.error("--backend takes HOST:PORT")
     if args.max_concurrent_turns < 1:
         parser.error("--max-concurrent-turns must be at least 1")
+    module, _, attribute = args.app.partition(":")
+    if not module or (args.app.count(":") > 1) or (":" in args.app and not attribute):
+        parser.error("--app takes MODULE:ATTRIBUTE, e.g. function_app:app")
     return HostOptions(
+        app=args.app if attribute else f"{module}:app",
         host=args.host,
         port=args.port,
         backend=args.backend,

@@ -115,8 +115,9 @@ def user_function_of(handler: Any) -> Any:
 
 
 def agents_of(app: Any) -> list[Any]:
-    """The agents an ``AgentFunctionApp`` hosts (its ``agents``: name -> agent)."""
-    return list(app.agents.values())
+    """The agents an ``AgentFunctionApp`` hosts (its ``agents``: name -> agent); none for another function app."""
+    agents = getattr(app, "agents", None)
+    return list(agents.values()) if isinstance(agents, dict) else []
 
 
 def callback_of(app: Any) -> Any:
@@ -125,7 +126,7 @@ def callback_of(app: Any) -> Any:
     A callback given to ``add_agent`` for one agent is kept only inside that agent's entity function,
     out of reach: devhost hosts every agent with the default one.
     """
-    return app.default_callback
+    return getattr(app, "default_callback", None)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 On Azure the durable extension hands an HTTP function a JSON blob for its durable client binding, and
 ``azure-functions-durable`` turns it into a ``DurableOrchestrationClient`` that talks to the extension's
 HTTP API. Here there is no extension: the handlers get a :class:`DurableClientShim` instead, which
-offers the two client methods this app uses on top of the Durable Task SDK's gRPC client.
+offers the client's entity and orchestration methods on top of the Durable Task SDK's gRPC client,
+with the same signatures and return types.
 """
 
 from __future__ import annotations
@@ -11,14 +12,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+import uuid
 from concurrent import futures
 from typing import Any
+from urllib.parse import quote
+
+import azure.functions as func
 
 import grpc
-from durabletask.client import AsyncTaskHubGrpcClient
+from azure.durable_functions.models import DurableOrchestrationStatus
+from azure.durable_functions.models.PurgeHistoryResult import PurgeHistoryResult
+from durabletask.client import AsyncTaskHubGrpcClient, OrchestrationState, OrchestrationStatus
 from durabletask.entities import EntityInstanceId
 from durabletask.worker import ConcurrencyOptions, TaskHubGrpcWorker
 
+from ._orchestrations import from_payload, register_orchestrations, orchestration_functions_of, to_payload
 from ._compat import (
     EntityStateResponse,
     InMemoryOrchestrationBackend,
@@ -163,10 +172,210 @@ class DurableClientShim:
         for client in clients.values():
             await client.close()
 
+    async def start_new(
+        self,
+        orchestration_function_name: str,
+        instance_id: str | None = None,
+        client_input: Any | None = None,
+        version: str | None = None,
+    ) -> str:
+        """Start an orchestration instance, as ``DurableOrchestrationClient.start_new`` does.
+
+        Args:
+            orchestration_function_name: The orchestrator function's name.
+            instance_id: The instance id; a new one when None.
+            client_input: A JSON-serialisable input (the SDK's serializer, custom objects included).
+            version: Accepted for signature compatibility; orchestration versions are not emulated.
+
+        Returns:
+            The instance id.
+        """
+        instance = instance_id or uuid.uuid4().hex
+        return await self._client().schedule_new_orchestration(
+            orchestration_function_name, input=to_payload(client_input), instance_id=instance
+        )
+
+    async def get_status(
+        self,
+        instance_id: str,
+        show_history: bool = False,
+        show_history_output: bool = False,
+        show_input: bool = False,
+    ) -> DurableOrchestrationStatus:
+        """An instance's status, as ``DurableOrchestrationClient.get_status`` returns it.
+
+        Args:
+            instance_id: The instance id.
+            show_history: Accepted for signature compatibility; the history is not returned.
+            show_history_output: Accepted for signature compatibility.
+            show_input: Accepted for signature compatibility; the input is always returned.
+
+        Returns:
+            The status (runtime status, custom status, input, output, timestamps); a falsy status
+            with a message when there is no such instance, as on Azure.
+        """
+        state = await self._client().get_orchestration_state(instance_id)
+        if state is None:
+            return DurableOrchestrationStatus(message=f"Instance {instance_id} not found")
+        return status_of(state)
+
+    async def raise_event(
+        self,
+        instance_id: str,
+        event_name: str,
+        event_data: Any = None,
+        task_hub_name: str | None = None,
+        connection_name: str | None = None,
+    ) -> None:
+        """Raise an event for an instance, as ``DurableOrchestrationClient.raise_event`` does.
+
+        Raises:
+            ValueError: When ``event_name`` is empty.
+            Exception: When there is no such instance, or it is no longer running (the messages the
+                Functions client raises).
+        """
+        if not event_name:
+            raise ValueError("event_name must be a valid string.")
+        await self._running(instance_id)
+        await self._client().raise_orchestration_event(instance_id, event_name, data=_json_value(event_data))
+
+    async def terminate(self, instance_id: str, reason: str) -> None:
+        """Terminate an instance, as ``DurableOrchestrationClient.terminate`` does.
+
+        Raises:
+            Exception: When there is no such instance, or it is no longer running.
+        """
+        await self._running(instance_id)
+        await self._client().terminate_orchestration(instance_id, output=reason)
+
+    async def purge_instance_history(self, instance_id: str) -> PurgeHistoryResult:
+        """Delete an instance's state and history, as ``DurableOrchestrationClient.purge_instance_history`` does.
+
+        Returns:
+            ``PurgeHistoryResult`` with ``instances_deleted`` 1, or 0 when there was no such instance.
+        """
+        result = await self._client().purge_orchestration(instance_id)
+        return PurgeHistoryResult(instancesDeleted=result.deleted_instance_count)
+
+    def get_client_response_links(self, request: Any, instance_id: str) -> dict[str, str]:
+        """The instance's management URLs on this host, as the Functions client builds them."""
+        base = _origin_of(request) + "/runtime/webhooks/durabletask/instances/" + quote(instance_id, safe="")
+        return {
+            "id": instance_id,
+            "statusQueryGetUri": base,
+            "sendEventPostUri": base + "/raiseEvent/{eventName}",
+            "terminatePostUri": base + "/terminate?reason={text}",
+            "purgeHistoryDeleteUri": base,
+        }
+
+    def create_check_status_response(self, request: Any, instance_id: str) -> func.HttpResponse:
+        """A 202 with the management URLs and a Location header, as ``create_check_status_response`` returns."""
+        links = self.get_client_response_links(request, instance_id)
+        return func.HttpResponse(
+            status_code=202,
+            body=json.dumps(links),
+            headers={"Content-Type": "application/json", "Location": links["statusQueryGetUri"], "Retry-After": "10"},
+        )
+
+    async def wait_for_completion_or_create_check_status_response(
+        self,
+        request: Any,
+        instance_id: str,
+        timeout_in_milliseconds: int = 10000,
+        retry_interval_in_milliseconds: int = 1000,
+    ) -> func.HttpResponse:
+        """The output once the instance ends within the timeout, else the check-status response.
+
+        As the Functions client: 200 with the output when completed, 200 with the status when
+        terminated, 500 with the status when failed, 202 with the management URLs on timeout.
+        """
+        if retry_interval_in_milliseconds > timeout_in_milliseconds:
+            raise Exception(
+                f"Total timeout {timeout_in_milliseconds} (ms) should be bigger than "
+                f"retry timeout {retry_interval_in_milliseconds} (ms)"
+            )
+        deadline = time.monotonic() + timeout_in_milliseconds / 1000
+        while True:
+            status = await self.get_status(instance_id)
+            runtime = status.runtime_status.value if status and status.runtime_status else None
+            if runtime == "Completed":
+                return _json_response(200, status.output)
+            if runtime in ("Terminated", "Canceled"):
+                return _json_response(200, status.to_json())
+            if runtime == "Failed":
+                return _json_response(500, status.to_json())
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return self.create_check_status_response(request, instance_id)
+            await asyncio.sleep(min(retry_interval_in_milliseconds / 1000, remaining))
+
+    async def _running(self, instance_id: str) -> None:
+        state = await self._client().get_orchestration_state(instance_id, fetch_payloads=False)
+        if state is None:
+            raise Exception(f"No instance with ID '{instance_id}' found.")
+        if state.runtime_status not in (OrchestrationStatus.RUNNING, OrchestrationStatus.PENDING, OrchestrationStatus.SUSPENDED):
+            raise Exception(f"The instance '{instance_id}' is not running (it is {_RUNTIME_STATUS[state.runtime_status]}).")
+
     def __getattr__(self, name: str) -> Any:
         raise NotImplementedError(
-            f"devhost's durable client offers signal_entity and read_entity_state only, not {name!r}"
+            f"devhost's durable client does not offer {name!r}; see docs/orchestrations.md for what it does"
         )
+
+
+_RUNTIME_STATUS = {
+    OrchestrationStatus.RUNNING: "Running",
+    OrchestrationStatus.COMPLETED: "Completed",
+    OrchestrationStatus.CONTINUED_AS_NEW: "ContinuedAsNew",
+    OrchestrationStatus.FAILED: "Failed",
+    OrchestrationStatus.TERMINATED: "Terminated",
+    OrchestrationStatus.PENDING: "Pending",
+    OrchestrationStatus.SUSPENDED: "Suspended",
+}
+
+
+def status_of(state: OrchestrationState) -> DurableOrchestrationStatus:
+    """A Durable Task instance state in the Functions client's shape (``DurableOrchestrationStatus``)."""
+    runtime = _RUNTIME_STATUS[state.runtime_status]
+    if state.runtime_status == OrchestrationStatus.FAILED and state.failure_details is not None:
+        output: Any = state.failure_details.message
+    elif state.runtime_status == OrchestrationStatus.TERMINATED:
+        output = _decoded(state.serialized_output)
+    else:
+        output = from_payload(_decoded(state.serialized_output))
+    return DurableOrchestrationStatus(
+        name=state.name,
+        instanceId=state.instance_id,
+        createdTime=state.created_at.isoformat(),
+        lastUpdatedTime=state.last_updated_at.isoformat(),
+        input=from_payload(_decoded(state.serialized_input)),
+        output=output,
+        runtimeStatus=runtime,
+        customStatus=_decoded(state.serialized_custom_status),
+    )
+
+
+def _decoded(serialized: str | None) -> Any:
+    return json.loads(serialized) if serialized else None
+
+
+def _json_value(value: Any) -> Any:
+    # The Functions client posts json.dumps(value): a value that fails there fails here too.
+    return json.loads(json.dumps(value)) if value is not None else None
+
+
+def _json_response(status_code: int, body: Any) -> func.HttpResponse:
+    text = body if isinstance(body, str) else json.dumps(body)
+    return func.HttpResponse(
+        status_code=status_code, body=text, mimetype="application/json", headers={"Content-Type": "application/json"}
+    )
+
+
+def _origin_of(request: Any) -> str:
+    url = str(getattr(request, "url", "") or "")
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return ""
+    return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
 def _entity_instance_id(entity_id: Any) -> EntityInstanceId:
@@ -208,16 +417,20 @@ class TurnReportingCallback:
 
 
 def start_agent_worker(address: str, app: Any, *, max_concurrent_turns: int) -> Any:
-    """Host an ``AgentFunctionApp``'s agents as durable entities (``dafx-{name}``) in a worker connected to the backend.
+    """Host a function app's durable functions in a worker connected to the backend.
+
+    An ``AgentFunctionApp``'s agents become durable entities (``dafx-{name}``), as its entity
+    functions register them on Azure; every orchestrator function becomes a bridge orchestrator and
+    every activity function an activity (see ``_orchestrations``).
 
     Args:
         address: ``host:port`` of the durable backend.
-        app: The ``AgentFunctionApp``; its agents are registered with its default callback (the
-            app's Valkey buffer), as its entity functions register them on Azure.
-        max_concurrent_turns: Worker threads; each running turn holds one until it commits.
+        app: The function app; its agents, if it has any, are registered with its default callback
+            (the app's Valkey buffer).
+        max_concurrent_turns: Worker threads; each running turn or activity holds one until it ends.
 
     Returns:
-        The started ``DurableAIAgentWorker``; call ``stop()`` on it when done.
+        The started worker; call ``stop()`` on it when done.
     """
     from agent_framework_durabletask import DurableAIAgentWorker
 
@@ -226,8 +439,14 @@ def start_agent_worker(address: str, app: Any, *, max_concurrent_turns: int) -> 
         concurrency_options=ConcurrencyOptions(maximum_thread_pool_workers=max_concurrent_turns),
         logger=_QUIET,
     )
+    agents = agents_of(app)
+    hosted = frozenset(f"dafx-{getattr(agent, 'name', '')}".lower() for agent in agents)
+    register_orchestrations(worker, orchestration_functions_of(app), hosted)
+    if not agents:
+        worker.start()
+        return worker
     agent_worker = DurableAIAgentWorker(worker, callback=TurnReportingCallback(callback_of(app)))
-    for agent in agents_of(app):
+    for agent in agents:
         agent_worker.add_agent(agent)
     agent_worker.start()
     return agent_worker

@@ -21,6 +21,8 @@ import uvicorn
 
 from ._compat import agents_of, callback_of
 from ._durable import DurableClientShim, LoopbackOrchestrationBackend, start_agent_worker
+from ._durable_webhooks import durable_webhooks
+from ._orchestrations import orchestration_functions_of
 from ._functions_http import FunctionsHttpApp, HttpFunction, http_functions_of
 from ._valkey import EmbeddedValkey, configured_valkey
 
@@ -55,7 +57,7 @@ class HostOptions:
     valkey_port: int | None = None
     worker: bool = True
     max_concurrent_turns: int = 32
-    app_module: str = "function_app"
+    app: str = "function_app:app"  # module:attribute of the function app
     ready_file: str | None = None
     verbose: bool = False
     telemetry: str = ""  # where OpenTelemetry data goes (see _telemetry); empty: nowhere
@@ -104,11 +106,21 @@ def _describe_model(agent: Any) -> str:
     return f"{kind} ({model})" if model else kind
 
 
-def _app_of(module: Any, module_name: str) -> Any:
-    # The app is the module's `app`, as the Python worker finds it; its agents and callback come from it.
-    app = getattr(module, "app", None)
-    if app is None or not hasattr(app, "agents") or not hasattr(app, "get_functions"):
-        raise HostStartError(f"{module_name}.app is not an AgentFunctionApp")
+def load_app(spec: str) -> Any:
+    """Import ``module:attribute`` (``function_app:app`` by default) and return the function app it names.
+
+    Raises:
+        HostStartError: When the module cannot be imported, or the attribute is not a v2 function app.
+    """
+    module_name, _, attribute = spec.partition(":")
+    attribute = attribute or "app"
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise HostStartError(f"cannot import {module_name} (from --app {spec}): {error}") from error
+    app = getattr(module, attribute, None)
+    if app is None or not callable(getattr(app, "get_functions", None)):
+        raise HostStartError(f"{module_name}.{attribute} is not an azure.functions FunctionApp (--app {spec})")
     return app
 
 
@@ -157,7 +169,7 @@ class LocalHost:
         if str(PROJECT_ROOT) not in sys.path:
             sys.path.insert(0, str(PROJECT_ROOT))
         # Imported only now: the app reads its Valkey settings from the environment when imported.
-        self._app = _app_of(importlib.import_module(opts.app_module), opts.app_module)
+        self._app = load_app(opts.app)
 
         address = opts.backend
         if address is None:
@@ -176,6 +188,7 @@ class LocalHost:
     async def serve(self, sock: socket.socket) -> None:
         """Serve the app's HTTP functions on ``sock`` until Ctrl-C or SIGTERM (call :meth:`start` first)."""
         functions, others = http_functions_of(self._app, _route_prefix(PROJECT_ROOT))
+        functions = sorted(functions + durable_webhooks(), key=lambda f: f.route.precedence)
         landing = next((f.route.template for f in functions if f.route.template.endswith("/chat")), None)
         asgi = FunctionsHttpApp(functions, self._client, landing_route=landing, on_shutdown=self._close_connections)
         config = uvicorn.Config(
@@ -249,11 +262,21 @@ class LocalHost:
         )
         agents = agents_of(self._app)
         names = ", ".join(f"dafx-{getattr(a, 'name', '?')}" for a in agents) or "none"
-        worker = f"entities {names}" if self._worker else "off (--no-worker): another host runs the entities"
+        durable = orchestration_functions_of(self._app)
+        hosted = [f"entities {names}"] if agents else []
+        if durable.orchestrators:
+            hosted.append(f"orchestrators {', '.join(durable.orchestrators)}")
+        if durable.activities:
+            hosted.append(f"activities {', '.join(durable.activities)}")
+        worker = (
+            ("; ".join(hosted) or "nothing to host")
+            if self._worker
+            else "off (--no-worker): another host runs the entities, orchestrators and activities"
+        )
         models = "; ".join(f"{getattr(a, 'name', '?')}: {_describe_model(a)}" for a in agents) or "none"
         chat = next((f.route.template for f in functions if f.route.template.endswith("/chat")), None)
         lines = [
-            f"devhost: {opts.app_module}.app running locally, no Azure tooling",
+            f"devhost: {opts.app} running locally, no Azure tooling",
             f"  URL       {base}" + (f"  (chat page: {base}{chat})" if chat else ""),
             f"  Valkey    {valkey}",
             f"  Durable   {backend}",
@@ -268,10 +291,13 @@ class LocalHost:
             "  Functions",
         ]
         for f in functions:
+            if f.name.startswith("durable-"):
+                continue
             methods = ",".join(sorted(f.methods)) or "ANY"
             lines.append(f"    {methods:<10} {f.route.template}  ({f.name})")
         if others:
             lines.append(f"    hosted by the durable worker, not over HTTP: {', '.join(others)}")
+        lines.append(f"  Durable API {base}/{'runtime/webhooks/durabletask/instances'}/{{instanceId}} (status, raiseEvent, terminate, purge)")
         lines.append("Press Ctrl-C to stop.")
         print("\n".join(lines), flush=True)
         if opts.ready_file:

@@ -1,0 +1,437 @@
+"""Functions orchestrators and activities on the Durable Task worker, through the out-of-process protocol.
+
+Each orchestrator function of the app becomes one Durable Task orchestrator of the same name that
+plays the Functions host's part: it keeps the instance's history in the extension's JSON shape
+(:class:`FunctionsHistory`), runs the user's orchestrator on it through the real
+``azure.durable_functions`` SDK (:func:`replay`), carries out the new actions with the Durable Task
+context (activities, timers, external events, entity calls and signals, sub-orchestrations,
+continue-as-new) and records each result as the extension would, one completion at a time. The
+user's code never sees the Durable Task context, so what passes here is what the SDK accepts on Azure.
+
+The Durable Task orchestrator is itself replayed by its SDK on every work item; the Functions
+history is rebuilt from the same results in the same order, so it is the same on every replay and
+on every worker that shares the backend.
+
+Payloads keep the Functions form: an orchestrator's and an activity's input and output travel
+through the backend as the JSON text the SDK produced, so custom objects (``to_json``/``from_json``)
+arrive as the SDK wrote them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+import json
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from datetime import timedelta, timezone
+from typing import Any
+
+from azure.durable_functions.models.actions.ActionType import ActionType
+from azure.durable_functions.models.history.HistoryEventType import HistoryEventType
+from azure.durable_functions.models.utils.df_serialization import df_dumps, df_loads
+from dateutil.parser import isoparse
+from durabletask import task as dt
+from durabletask.entities import EntityInstanceId
+
+from ._orchestration_history import (
+    FunctionsHistory,
+    NewAction,
+    NonDeterministicOrchestrationError,
+    format_timestamp,
+    ReplayOutcome,
+    replay,
+)
+
+_ORCHESTRATION_TRIGGER = "orchestrationTrigger"
+_ACTIVITY_TRIGGER = "activityTrigger"
+
+UNSUPPORTED_ACTIONS = {
+    ActionType.CALL_HTTP: "call_http (durable HTTP calls)",
+}
+"""Actions devhost does not carry out; an orchestrator that asks for one fails with a message naming it."""
+
+
+class OrchestratorFunctionError(RuntimeError):
+    """The orchestrator function raised: the instance fails with this message, as on Azure."""
+
+
+class UnsupportedOrchestrationFeatureError(RuntimeError):
+    """The orchestrator asked for something devhost does not emulate (see docs/orchestrations.md)."""
+
+
+@dataclass(frozen=True)
+class OrchestrationFunctions:
+    """The orchestrator and activity functions of a function app, by name."""
+
+    orchestrators: dict[str, Callable[[Any], str]]
+    activities: dict[str, tuple[Callable[..., Any], str]]  # name -> (user function, its input parameter)
+
+
+def orchestration_functions_of(app: Any) -> OrchestrationFunctions:
+    """Index the app's orchestration and activity triggers, as the Python worker does through ``get_functions()``."""
+    orchestrators: dict[str, Callable[[Any], str]] = {}
+    activities: dict[str, tuple[Callable[..., Any], str]] = {}
+    for function in app.get_functions():
+        trigger = function.get_trigger()
+        kind = str(getattr(trigger, "type", "") or "")
+        name = function.get_function_name() or function.get_user_function().__name__
+        if kind == _ORCHESTRATION_TRIGGER:
+            orchestrators[name] = function.get_user_function()
+        elif kind == _ACTIVITY_TRIGGER:
+            activities[name] = (function.get_user_function(), trigger.name)
+    return OrchestrationFunctions(orchestrators, activities)
+
+
+def to_payload(value: Any) -> str | None:
+    """A client's input as it travels through the backend to a bridged orchestrator: the SDK's JSON text."""
+    return df_dumps(value) if value is not None else None
+
+
+def from_payload(value: Any) -> Any:
+    """A bridged orchestrator's input or output, read back from the backend, as the Functions client returns it."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _loads_text(value: Any) -> str | None:
+    # What the backend hands back for a payload this module sent as JSON text.
+    if value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def activity_runner(name: str, function: Callable[..., Any], input_param: str) -> Callable[[Any, Any], str]:
+    """A Durable Task activity that calls a Functions activity the way the Python worker does.
+
+    The input arrives as the JSON text the orchestrator's SDK wrote and is decoded with the SDK's
+    serializer; the result goes back as JSON text, as the worker's activity output converter writes it.
+    """
+    wants_context = "context" in inspect.signature(function).parameters and input_param != "context"
+
+    def run(ctx: dt.ActivityContext, input_json: Any) -> str:
+        text = _loads_text(input_json)
+        value = df_loads(text) if text is not None else None
+        kwargs: dict[str, Any] = {input_param: value}
+        if wants_context:
+            kwargs["context"] = ctx
+        result = function(**kwargs)
+        if inspect.isawaitable(result):
+            result = asyncio.run(_awaited(result))
+        return df_dumps(result)
+
+    run.__name__ = name
+    return run
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+@dataclass
+class _Pending:
+    """A Durable Task task the bridge waits for, and how to record its result in the Functions history."""
+
+    kind: str  # activity, sub, timer, event, entity, retry-timer
+    task_id: int
+    name: str = ""
+    request_id: str = ""
+    fire_at: str = ""
+    action: NewAction | None = None
+    attempt: int = 1
+
+
+class ReplayCache:
+    """The SDK's answers for histories this process has already replayed, so a replay costs one SDK run.
+
+    The Durable Task worker replays the whole bridge on every work item, and the bridge runs the
+    orchestrator once per result: without this, n sequential activities would cost n³ event
+    replays. The SDK's answer depends only on the history (its replay is deterministic by
+    contract), so a step whose history digest was seen before takes the recorded answer; the step
+    with new events always runs the SDK. Bounded, least recently used first out.
+
+    Args:
+        capacity: Answers kept.
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._capacity = capacity
+        self._answers: OrderedDict[tuple[str, str], tuple[ReplayOutcome, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def replay(self, name: str, handle: Callable[[Any], str], history: FunctionsHistory, *, is_replaying: bool) -> ReplayOutcome:
+        """:func:`replay`, or the answer recorded for the same orchestrator and history."""
+        key = (name, history.digest)
+        with self._lock:
+            known = self._answers.get(key)
+            if known is not None:
+                self._answers.move_to_end(key)
+        if known is not None:
+            outcome, next_task_id = known
+            history.next_task_id = next_task_id
+            return copy.deepcopy(outcome)
+        outcome = replay(handle, history, is_replaying=is_replaying)
+        with self._lock:
+            self._answers[key] = (copy.deepcopy(outcome), history.next_task_id)
+            while len(self._answers) > self._capacity:
+                self._answers.popitem(last=False)
+        return outcome
+
+
+_REPLAYS = ReplayCache()
+
+
+class OrchestratorBridge:
+    """Drives one Functions orchestrator on a Durable Task orchestration context.
+
+    Args:
+        name: The orchestrator function's name.
+        handle: The handler the SDK registered for it.
+        entity_names: The entities the workers host (lower case); a call to another fails the
+            instance at once instead of waiting for an entity nobody runs. None: any.
+    """
+
+    def __init__(self, name: str, handle: Callable[[Any], str], entity_names: frozenset[str] | None = None) -> None:
+        self.name = name
+        self.handle = handle
+        self.entity_names = entity_names
+
+    def orchestrator(self) -> Callable[[Any, Any], Any]:
+        """The Durable Task orchestrator function, named after the Functions orchestrator."""
+
+        def run(ctx: dt.OrchestrationContext, input_json: Any) -> Generator[dt.Task[Any], Any, Any]:
+            return self._run(ctx, _loads_text(input_json))
+
+        run.__name__ = self.name
+        return run
+
+    def _run(self, ctx: dt.OrchestrationContext, input_json: str | None) -> Generator[dt.Task[Any], Any, Any]:
+        history = FunctionsHistory(
+            ctx.instance_id, self.name, input_json, ctx.current_utc_datetime, ctx.parent_instance_id
+        )
+        pending: dict[dt.Task[Any], _Pending] = {}
+        custom_status: Any = None
+        while True:
+            outcome = _REPLAYS.replay(self.name, self.handle, history, is_replaying=ctx.is_replaying)
+            if outcome.custom_status != custom_status:
+                custom_status = outcome.custom_status
+                ctx.set_custom_status(custom_status)
+            for new_action in outcome.new_actions:
+                scheduled = self._carry_out(ctx, history, new_action)
+                if scheduled is not None:
+                    pending[scheduled[0]] = scheduled[1]
+            if outcome.error is not None:
+                raise OrchestratorFunctionError(f"Orchestrator function '{self.name}' failed: {outcome.error}")
+            if outcome.continued_as_new:
+                ctx.continue_as_new(outcome.continue_as_new)
+                return None
+            if outcome.done:
+                return df_dumps(outcome.output) if outcome.output is not None else None
+            if not pending:
+                raise UnsupportedOrchestrationFeatureError(
+                    f"orchestrator '{self.name}' yielded a task devhost cannot complete (nothing is scheduled)"
+                )
+            completed = yield dt.when_any(list(pending))
+            waited = pending.pop(completed)
+            history.begin_episode(ctx.current_utc_datetime)
+            follow_up = self._record(ctx, history, waited, completed)
+            if follow_up is not None:
+                pending[follow_up[0]] = follow_up[1]
+
+    def _carry_out(
+        self, ctx: dt.OrchestrationContext, history: FunctionsHistory, new_action: NewAction
+    ) -> tuple[dt.Task[Any], _Pending] | None:
+        action = new_action.action
+        kind = ActionType(new_action.kind)
+        task_id = new_action.task_id if new_action.task_id is not None else -1
+        if kind in UNSUPPORTED_ACTIONS:
+            raise UnsupportedOrchestrationFeatureError(
+                f"orchestrator '{self.name}' uses {UNSUPPORTED_ACTIONS[kind]}, which devhost does not run "
+                "(see docs/orchestrations.md)"
+            )
+        if kind in (ActionType.CALL_ACTIVITY, ActionType.CALL_ACTIVITY_WITH_RETRY):
+            name = action["functionName"]
+            history.record_scheduled(new_action, event_id=task_id, Name=name, Input=action.get("input"))
+            pending = _Pending("activity", task_id, name=name, action=new_action)
+            return ctx.call_activity(name, input=action.get("input")), pending
+        if kind in (ActionType.CALL_SUB_ORCHESTRATOR, ActionType.CALL_SUB_ORCHESTRATOR_WITH_RETRY):
+            name = action["functionName"]
+            instance_id = action.get("instanceId") or f"{history.instance_id}:{task_id:04d}"
+            history.record_scheduled(
+                new_action, event_id=task_id, Name=name, InstanceId=instance_id, Input=action.get("input")
+            )
+            pending = _Pending("sub", task_id, name=name, action=new_action)
+            sub = ctx.call_sub_orchestrator(name, input=action.get("input"), instance_id=instance_id)
+            return sub, pending
+        if kind == ActionType.CREATE_TIMER:
+            fire_at = isoparse(action["fireAt"]).astimezone(timezone.utc).replace(tzinfo=None)
+            history.record_scheduled(new_action, event_id=task_id, FireAt=format_timestamp(fire_at))
+            return ctx.create_timer(fire_at), _Pending("timer", task_id, fire_at=format_timestamp(fire_at))
+        if kind == ActionType.WAIT_FOR_EXTERNAL_EVENT:
+            name = action["externalEventName"]
+            history.record_scheduled(new_action, event_id=-1)
+            return ctx.wait_for_external_event(name), _Pending("event", -1, name=name)
+        if kind in (ActionType.CALL_ENTITY, ActionType.SIGNAL_ENTITY):
+            return self._entity(ctx, history, new_action, task_id, signal=kind == ActionType.SIGNAL_ENTITY)
+        raise UnsupportedOrchestrationFeatureError(
+            f"orchestrator '{self.name}' asked for action type {kind.name}, which devhost does not run"
+        )
+
+    def _entity(
+        self, ctx: dt.OrchestrationContext, history: FunctionsHistory, new_action: NewAction, task_id: int, *, signal: bool
+    ) -> tuple[dt.Task[Any], _Pending] | None:
+        action = new_action.action
+        scheduler_id = str(action["instanceId"])  # "@name@key", EntityId.get_scheduler_id
+        name, _, key = scheduler_id[1:].partition("@")
+        if self.entity_names is not None and name.lower() not in self.entity_names:
+            raise UnsupportedOrchestrationFeatureError(
+                f"orchestrator '{self.name}' calls entity '{name}', which devhost does not host: it runs the "
+                f"agents' entities ({', '.join(sorted(self.entity_names)) or 'none'}), not @app.entity_trigger "
+                "functions (see docs/orchestrations.md)"
+            )
+        entity = EntityInstanceId(name, key)
+        input_json = action.get("input")
+        value = json.loads(input_json) if input_json is not None else None
+        # The request message the extension sends the entity (a deterministic id: the response is
+        # matched to it by name). Azure/azure-functions-durable-extension
+        # src/WebJobs.Extensions.DurableTask/Entities/RequestMessage.cs
+        request_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{history.instance_id}/{task_id}"))
+        request = {
+            "id": request_id,
+            "op": action["operation"],
+            "signal": signal,
+            "input": input_json,
+            "parent": history.instance_id,
+        }
+        history.record_scheduled(
+            new_action, event_id=task_id, Name="op", InstanceId=scheduler_id, Input=json.dumps(request)
+        )
+        if signal:
+            ctx.signal_entity(entity, action["operation"], input=value)
+            return None
+        call = ctx.call_entity(entity, action["operation"], input=value)
+        return call, _Pending("entity", task_id, request_id=request_id)
+
+    def _record(
+        self, ctx: dt.OrchestrationContext, history: FunctionsHistory, waited: _Pending, completed: dt.Task[Any]
+    ) -> tuple[dt.Task[Any], _Pending] | None:
+        failed = completed.is_failed
+        error = completed.get_exception() if failed else None
+        details = getattr(error, "details", None)
+        message = getattr(details, "message", None) or (str(error) if error is not None else "")
+        error_type = getattr(details, "error_type", None) or (type(error).__name__ if error is not None else "")
+        if waited.kind == "timer":
+            history.append(HistoryEventType.TIMER_FIRED, TimerId=waited.task_id, FireAt=waited.fire_at)
+            return None
+        if waited.kind == "event":
+            history.append(HistoryEventType.EVENT_RAISED, Name=waited.name, Input=json.dumps(completed.get_result()))
+            return None
+        if waited.kind == "entity":
+            if failed:
+                response = {"result": json.dumps(message), "exceptionType": error_type}
+            else:
+                response = {"result": json.dumps(completed.get_result())}
+            history.append(HistoryEventType.EVENT_RAISED, Name=waited.request_id, Input=json.dumps(response))
+            return None
+        if waited.kind == "retry-timer":
+            history.append(HistoryEventType.TIMER_FIRED, TimerId=waited.task_id, FireAt=waited.fire_at)
+            assert waited.action is not None
+            if waited.attempt >= _max_attempts(waited.action):
+                return None  # the SDK fails the task after this timer
+            return self._attempt_again(ctx, history, waited)
+        is_sub = waited.kind == "sub"
+        if not failed:
+            event_type = (
+                HistoryEventType.SUB_ORCHESTRATION_INSTANCE_COMPLETED if is_sub else HistoryEventType.TASK_COMPLETED
+            )
+            history.append(event_type, TaskScheduledId=waited.task_id, Result=_loads_text(completed.get_result()))
+            return None
+        what = "Sub-orchestration" if is_sub else "Activity function"
+        history.append(
+            HistoryEventType.SUB_ORCHESTRATION_INSTANCE_FAILED if is_sub else HistoryEventType.TASK_FAILED,
+            TaskScheduledId=waited.task_id,
+            Reason=f"{what} '{waited.name}' failed: {message}",
+            Details=json.dumps({"errorType": error_type, "message": message}),
+        )
+        if waited.action is not None and _retry_options(waited.action):
+            # The SDK's RetryAbleTask answers a failed attempt with a timer of its own (DTFx's
+            # RetryInterceptor); the host fires it after the first retry interval.
+            timer_id = history.take_task_id()
+            interval = timedelta(milliseconds=int(_retry_options(waited.action)["firstRetryIntervalInMilliseconds"]))
+            fire_at = ctx.current_utc_datetime + interval
+            history.append(HistoryEventType.TIMER_CREATED, event_id=timer_id, FireAt=format_timestamp(fire_at))
+            timer = _Pending(
+                "retry-timer",
+                timer_id,
+                name=waited.name,
+                fire_at=format_timestamp(fire_at),
+                action=waited.action,
+                attempt=waited.attempt,
+            )
+            return ctx.create_timer(fire_at), timer
+        return None
+
+    def _attempt_again(
+        self, ctx: dt.OrchestrationContext, history: FunctionsHistory, timer: _Pending
+    ) -> tuple[dt.Task[Any], _Pending]:
+        assert timer.action is not None
+        action = timer.action.action
+        task_id = history.take_task_id()
+        name = action["functionName"]
+        is_sub = timer.action.kind == ActionType.CALL_SUB_ORCHESTRATOR_WITH_RETRY
+        attempt = _Pending("sub" if is_sub else "activity", task_id, name=name, action=timer.action, attempt=timer.attempt + 1)
+        if is_sub:
+            instance_id = f"{action.get('instanceId') or history.instance_id}:{task_id:04d}"
+            history.append(
+                HistoryEventType.SUB_ORCHESTRATION_INSTANCE_CREATED,
+                event_id=task_id,
+                Name=name,
+                InstanceId=instance_id,
+                Input=action.get("input"),
+            )
+            return ctx.call_sub_orchestrator(name, input=action.get("input"), instance_id=instance_id), attempt
+        history.append(HistoryEventType.TASK_SCHEDULED, event_id=task_id, Name=name, Input=action.get("input"))
+        return ctx.call_activity(name, input=action.get("input")), attempt
+
+
+def _retry_options(new_action: NewAction) -> dict[str, Any] | None:
+    options = new_action.action.get("retryOptions")
+    return options if isinstance(options, dict) else None
+
+
+def _max_attempts(new_action: NewAction) -> int:
+    options = _retry_options(new_action) or {}
+    return int(options.get("maxNumberOfAttempts") or 1)
+
+
+def register_orchestrations(
+    worker: Any, functions: OrchestrationFunctions, entity_names: frozenset[str] | None = None
+) -> None:
+    """Register every orchestrator (as a bridge) and activity of the app on a Durable Task worker.
+
+    Args:
+        worker: The ``TaskHubGrpcWorker``, not started yet.
+        functions: The app's orchestrators and activities.
+        entity_names: The entities the workers host (lower case), for the bridges' check.
+    """
+    for name, handle in functions.orchestrators.items():
+        worker.add_orchestrator(OrchestratorBridge(name, handle, entity_names).orchestrator())
+    for name, (function, input_param) in functions.activities.items():
+        worker.add_activity(activity_runner(name, function, input_param))
+
+
+__all__ = [
+    "from_payload",
+    "to_payload",
+    "NonDeterministicOrchestrationError",
+    "OrchestrationFunctions",
+    "OrchestratorBridge",
+    "OrchestratorFunctionError",
+    "UnsupportedOrchestrationFeatureError",
+    "activity_runner",
+    "orchestration_functions_of",
+    "register_orchestrations",
+]
