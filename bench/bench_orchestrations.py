@@ -60,7 +60,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="measurements per figure (median printed)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
-        host = DevHostProcess.start(Path(workdir), args=["--app", APP], env={"SCRIPTED_CHUNK_DELAY_MS": "0"}, name="bench")
+        host = DevHostProcess.start(
+            Path(workdir), args=["--app", APP], env={"SCRIPTED_CHUNK_DELAY_MS": "0"}, name="bench"
+        )
         try:
             with httpx.Client(timeout=httpx.Timeout(300.0)) as http:
                 _orchestration_seconds(http, host, "sequence", 2)  # warm up: imports, channels, the first replay

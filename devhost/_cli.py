@@ -1,4 +1,4 @@
-"""Command line of the local host: ``python -m devhost [--app MODULE:ATTR] [--host H] [--port P] [--backend HOST:PORT] [--no-worker]``."""
+"""Command line of the local host: ``python -m devhost [--app MODULE:ATTR] [--port P] [--backend HOST:PORT]``."""
 
 from __future__ import annotations
 

@@ -19,7 +19,6 @@ from typing import Any
 from urllib.parse import quote
 
 import azure.functions as func
-
 import grpc
 from azure.durable_functions.models import DurableOrchestrationStatus
 from azure.durable_functions.models.PurgeHistoryResult import PurgeHistoryResult
@@ -27,7 +26,6 @@ from durabletask.client import AsyncTaskHubGrpcClient, OrchestrationState, Orche
 from durabletask.entities import EntityInstanceId
 from durabletask.worker import ConcurrencyOptions, TaskHubGrpcWorker
 
-from ._orchestrations import from_payload, register_orchestrations, orchestration_functions_of, to_payload
 from ._compat import (
     EntityStateResponse,
     InMemoryOrchestrationBackend,
@@ -35,6 +33,7 @@ from ._compat import (
     agents_of,
     callback_of,
 )
+from ._orchestrations import from_payload, orchestration_functions_of, register_orchestrations, to_payload
 
 logger = logging.getLogger("devhost")
 
@@ -313,8 +312,14 @@ class DurableClientShim:
         state = await self._client().get_orchestration_state(instance_id, fetch_payloads=False)
         if state is None:
             raise Exception(f"No instance with ID '{instance_id}' found.")
-        if state.runtime_status not in (OrchestrationStatus.RUNNING, OrchestrationStatus.PENDING, OrchestrationStatus.SUSPENDED):
-            raise Exception(f"The instance '{instance_id}' is not running (it is {_RUNTIME_STATUS[state.runtime_status]}).")
+        if state.runtime_status not in (
+            OrchestrationStatus.RUNNING,
+            OrchestrationStatus.PENDING,
+            OrchestrationStatus.SUSPENDED,
+        ):
+            raise Exception(
+                f"The instance '{instance_id}' is not running (it is {_RUNTIME_STATUS[state.runtime_status]})."
+            )
 
     def __getattr__(self, name: str) -> Any:
         raise NotImplementedError(

@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from ._compat import user_function_of
 from ._durable import UnsupportedEntityKeyError
+from ._indexing import functions_of
 from ._routing import RouteTemplate
 
 logger = logging.getLogger("devhost")
@@ -77,7 +78,7 @@ def http_functions_of(app: Any, route_prefix: str = "api") -> tuple[list[HttpFun
     """
     http: list[HttpFunction] = []
     others: list[str] = []
-    for function in app.get_functions():
+    for function in functions_of(app):
         trigger = function.get_trigger()
         name = function.get_function_name() or function.get_user_function().__name__
         if trigger is None or _binding_type(trigger) != _HTTP_TRIGGER:

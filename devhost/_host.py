@@ -22,8 +22,8 @@ import uvicorn
 from ._compat import agents_of, callback_of
 from ._durable import DurableClientShim, LoopbackOrchestrationBackend, start_agent_worker
 from ._durable_webhooks import durable_webhooks
-from ._orchestrations import orchestration_functions_of
 from ._functions_http import FunctionsHttpApp, HttpFunction, http_functions_of
+from ._orchestrations import orchestration_functions_of
 from ._valkey import EmbeddedValkey, configured_valkey
 
 logger = logging.getLogger("devhost")
@@ -297,7 +297,9 @@ class LocalHost:
             lines.append(f"    {methods:<10} {f.route.template}  ({f.name})")
         if others:
             lines.append(f"    hosted by the durable worker, not over HTTP: {', '.join(others)}")
-        lines.append(f"  Durable API {base}/{'runtime/webhooks/durabletask/instances'}/{{instanceId}} (status, raiseEvent, terminate, purge)")
+        lines.append(
+            f"  Instances {base}/runtime/webhooks/durabletask/instances/{{instanceId}}: status, events, terminate"
+        )
         lines.append("Press Ctrl-C to stop.")
         print("\n".join(lines), flush=True)
         if opts.ready_file:

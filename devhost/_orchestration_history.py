@@ -23,7 +23,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from azure.durable_functions.constants import DATETIME_STRING_FORMAT
@@ -73,7 +73,7 @@ class OrchestratorProtocolError(RuntimeError):
 def format_timestamp(moment: datetime) -> str:
     """``moment`` as the extension writes timestamps (UTC, ``DATETIME_STRING_FORMAT``)."""
     if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
     return moment.strftime(DATETIME_STRING_FORMAT)
 
 
@@ -199,7 +199,9 @@ class FunctionsHistory:
         """
         history = cls.__new__(cls)
         history.instance_id = instance_id
-        history.name = next((str(e.get("Name")) for e in events if e["EventType"] == HistoryEventType.EXECUTION_STARTED), "")
+        history.name = next(
+            (str(e.get("Name")) for e in events if e["EventType"] == HistoryEventType.EXECUTION_STARTED), ""
+        )
         history.input_json = input_json
         history.parent_instance_id = None
         history.events = list(events)
@@ -210,7 +212,7 @@ class FunctionsHistory:
         history._action_event_ids = scheduled
         history._waits_seen = 0
         history.next_task_id = (scheduled[-1] + 1) if scheduled else 0
-        history._now = datetime.now(timezone.utc)
+        history._now = datetime.now(UTC)
         return history
 
     def append(
@@ -314,7 +316,9 @@ class FunctionsHistory:
         # In the orchestrator's order, so that a signal sent before a call is carried out first.
         unseen = {id(a) for a in numbered[len(self._action_event_ids) :]} | {id(a) for a in waits[self._waits_seen :]}
         return [
-            NewAction(action, None if action.get("actionType") == ActionType.WAIT_FOR_EXTERNAL_EVENT else self.take_task_id())
+            NewAction(
+                action, None if action.get("actionType") == ActionType.WAIT_FOR_EXTERNAL_EVENT else self.take_task_id()
+            )
             for action in actions
             if id(action) in unseen
         ]

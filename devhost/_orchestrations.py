@@ -28,22 +28,23 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
+from azure.durable_functions.constants import DATETIME_STRING_FORMAT
 from azure.durable_functions.models.actions.ActionType import ActionType
 from azure.durable_functions.models.history.HistoryEventType import HistoryEventType
 from azure.durable_functions.models.utils.df_serialization import df_dumps, df_loads
-from dateutil.parser import isoparse
 from durabletask import task as dt
 from durabletask.entities import EntityInstanceId
 
+from ._indexing import functions_of
 from ._orchestration_history import (
     FunctionsHistory,
     NewAction,
     NonDeterministicOrchestrationError,
-    format_timestamp,
     ReplayOutcome,
+    format_timestamp,
     replay,
 )
 
@@ -76,7 +77,7 @@ def orchestration_functions_of(app: Any) -> OrchestrationFunctions:
     """Index the app's orchestration and activity triggers, as the Python worker does through ``get_functions()``."""
     orchestrators: dict[str, Callable[[Any], str]] = {}
     activities: dict[str, tuple[Callable[..., Any], str]] = {}
-    for function in app.get_functions():
+    for function in functions_of(app):
         trigger = function.get_trigger()
         kind = str(getattr(trigger, "type", "") or "")
         name = function.get_function_name() or function.get_user_function().__name__
@@ -162,7 +163,9 @@ class ReplayCache:
         self._answers: OrderedDict[tuple[str, str], tuple[ReplayOutcome, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def replay(self, name: str, handle: Callable[[Any], str], history: FunctionsHistory, *, is_replaying: bool) -> ReplayOutcome:
+    def replay(
+        self, name: str, handle: Callable[[Any], str], history: FunctionsHistory, *, is_replaying: bool
+    ) -> ReplayOutcome:
         """:func:`replay`, or the answer recorded for the same orchestrator and history."""
         key = (name, history.digest)
         with self._lock:
@@ -267,7 +270,8 @@ class OrchestratorBridge:
             sub = ctx.call_sub_orchestrator(name, input=action.get("input"), instance_id=instance_id)
             return sub, pending
         if kind == ActionType.CREATE_TIMER:
-            fire_at = isoparse(action["fireAt"]).astimezone(timezone.utc).replace(tzinfo=None)
+            # The SDK writes fireAt in UTC with DATETIME_STRING_FORMAT (json_utils.add_datetime_attrib).
+            fire_at = datetime.strptime(action["fireAt"], DATETIME_STRING_FORMAT)
             history.record_scheduled(new_action, event_id=task_id, FireAt=format_timestamp(fire_at))
             return ctx.create_timer(fire_at), _Pending("timer", task_id, fire_at=format_timestamp(fire_at))
         if kind == ActionType.WAIT_FOR_EXTERNAL_EVENT:
@@ -281,7 +285,13 @@ class OrchestratorBridge:
         )
 
     def _entity(
-        self, ctx: dt.OrchestrationContext, history: FunctionsHistory, new_action: NewAction, task_id: int, *, signal: bool
+        self,
+        ctx: dt.OrchestrationContext,
+        history: FunctionsHistory,
+        new_action: NewAction,
+        task_id: int,
+        *,
+        signal: bool,
     ) -> tuple[dt.Task[Any], _Pending] | None:
         action = new_action.action
         scheduler_id = str(action["instanceId"])  # "@name@key", EntityId.get_scheduler_id
@@ -356,11 +366,12 @@ class OrchestratorBridge:
             Reason=f"{what} '{waited.name}' failed: {message}",
             Details=json.dumps({"errorType": error_type, "message": message}),
         )
-        if waited.action is not None and _retry_options(waited.action):
+        retry = _retry_options(waited.action) if waited.action is not None else None
+        if retry is not None:
             # The SDK's RetryAbleTask answers a failed attempt with a timer of its own (DTFx's
             # RetryInterceptor); the host fires it after the first retry interval.
             timer_id = history.take_task_id()
-            interval = timedelta(milliseconds=int(_retry_options(waited.action)["firstRetryIntervalInMilliseconds"]))
+            interval = timedelta(milliseconds=int(retry["firstRetryIntervalInMilliseconds"]))
             fire_at = ctx.current_utc_datetime + interval
             history.append(HistoryEventType.TIMER_CREATED, event_id=timer_id, FireAt=format_timestamp(fire_at))
             timer = _Pending(
@@ -382,7 +393,9 @@ class OrchestratorBridge:
         task_id = history.take_task_id()
         name = action["functionName"]
         is_sub = timer.action.kind == ActionType.CALL_SUB_ORCHESTRATOR_WITH_RETRY
-        attempt = _Pending("sub" if is_sub else "activity", task_id, name=name, action=timer.action, attempt=timer.attempt + 1)
+        attempt = _Pending(
+            "sub" if is_sub else "activity", task_id, name=name, action=timer.action, attempt=timer.attempt + 1
+        )
         if is_sub:
             instance_id = f"{action.get('instanceId') or history.instance_id}:{task_id:04d}"
             history.append(
@@ -424,14 +437,14 @@ def register_orchestrations(
 
 
 __all__ = [
-    "from_payload",
-    "to_payload",
     "NonDeterministicOrchestrationError",
     "OrchestrationFunctions",
     "OrchestratorBridge",
     "OrchestratorFunctionError",
     "UnsupportedOrchestrationFeatureError",
     "activity_runner",
+    "from_payload",
     "orchestration_functions_of",
     "register_orchestrations",
+    "to_payload",
 ]

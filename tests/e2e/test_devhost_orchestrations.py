@@ -1,4 +1,4 @@
-"""Durable Functions orchestrations end to end through ``python -m devhost --app``: the small app in tests/orchestrations."""
+"""Orchestrations end to end through ``python -m devhost --app``, on the small app in tests/orchestrations."""
 
 from __future__ import annotations
 
@@ -47,7 +47,9 @@ def ended(http: httpx.Client, links: dict[str, str], timeout: float = 30.0) -> d
         body = status(http, links)
         return body if body["runtimeStatus"] in ("Completed", "Failed", "Terminated") else None
 
-    return eventually_blocking(check, timeout=timeout, message=lambda: f"the instance did not end: {status(http, links)}")
+    return eventually_blocking(
+        check, timeout=timeout, message=lambda: f"the instance did not end: {status(http, links)}"
+    )
 
 
 def running(http: httpx.Client, links: dict[str, str]) -> dict[str, Any]:
@@ -119,7 +121,9 @@ def test_a_failing_activity_caught_by_the_orchestrator(http: httpx.Client, host:
     assert response.json().startswith("caught: ") and "expected failure" in response.json()
 
 
-def test_a_failing_activity_not_caught_fails_the_instance_with_its_error(http: httpx.Client, host: DevHostProcess) -> None:
+def test_a_failing_activity_not_caught_fails_the_instance_with_its_error(
+    http: httpx.Client, host: DevHostProcess
+) -> None:
     response = run(http, host, "fails")
     assert response.status_code == 500, response.text
     body = response.json()
@@ -146,7 +150,9 @@ def test_a_sub_orchestration_result_reaches_its_parent(http: httpx.Client, host:
     assert response.json() == {"child": 10}
 
 
-def test_an_unsupported_feature_fails_the_instance_with_a_clear_message(http: httpx.Client, host: DevHostProcess) -> None:
+def test_an_unsupported_feature_fails_the_instance_with_a_clear_message(
+    http: httpx.Client, host: DevHostProcess
+) -> None:
     response = run(http, host, "uses_http")
     assert response.status_code == 500, response.text
     assert "call_http" in response.json()["output"]
@@ -189,3 +195,29 @@ def test_stopping_the_host_while_an_orchestration_waits_leaves_nothing_running(t
         running(http, links)
     assert host.stop(timeout=20) == 0, host.log()
     assert "devhost: stopped" in host.log()
+
+
+def test_an_orchestration_started_on_a_host_without_worker_runs_on_the_other_hosts_worker(tmp_path: Path) -> None:
+    backend_host = DevHostProcess.start(tmp_path, args=["--app", APP, "--no-worker"], name="orch-a")
+    try:
+        valkey_host, _, valkey_port = backend_host.info["valkey"].rpartition(":")
+        worker_host = DevHostProcess.start(
+            tmp_path,
+            args=["--app", APP, "--backend", backend_host.info["backend"]],
+            env={"VALKEY_HOST": valkey_host, "VALKEY_PORT": valkey_port, "SCRIPTED_CHUNK_DELAY_MS": "1"},
+            name="orch-b",
+        )
+        try:
+            with httpx.Client(timeout=30) as http:
+                links = start(http, backend_host, "fan_out", ["Ada"])
+                body = ended(http, links, timeout=60)
+                assert body["runtimeStatus"] == "Completed", body
+                assert body["output"]["greetings"] == ["Hello Ada!"]
+                assert body["output"]["agent"].strip()
+                # The other host reads the same instance from the shared backend.
+                other = http.get(links["statusQueryGetUri"].replace(backend_host.url, worker_host.url)).json()
+                assert other["output"] == body["output"]
+        finally:
+            worker_host.stop()
+    finally:
+        backend_host.stop()

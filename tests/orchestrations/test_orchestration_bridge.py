@@ -1,4 +1,4 @@
-"""The host's side of the out-of-process protocol, alone: orchestrators replayed by the real SDK on hand-built histories.
+"""The host's side of the out-of-process protocol alone: orchestrators replayed by the SDK on hand-built histories.
 
 The histories are built event by event the way the SDK's own tests build them
 (Azure/azure-functions-durable-python ``tests/test_utils/ContextBuilder.py``): the extension's
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Generator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import azure.durable_functions as df
@@ -24,7 +24,7 @@ from devhost._orchestration_history import (
     replay,
 )
 
-START = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+START = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 class History:
@@ -39,7 +39,12 @@ class History:
 
     def add(self, kind: E, event_id: int = -1, **fields: Any) -> History:
         self.now += timedelta(seconds=1)
-        event = {"EventType": int(kind), "EventId": event_id, "IsPlayed": False, "Timestamp": format_timestamp(self.now)}
+        event = {
+            "EventType": int(kind),
+            "EventId": event_id,
+            "IsPlayed": False,
+            "Timestamp": format_timestamp(self.now),
+        }
         event.update(fields)
         self.events.append(event)
         return self
@@ -78,7 +83,7 @@ def test_an_activity_is_scheduled_then_its_result_resumes_the_orchestrator() -> 
 
 def test_a_replay_that_schedules_another_activity_is_non_deterministic() -> None:
     history = History("add_one", 1).add(E.TASK_SCHEDULED, 0, Name="subtract_one")
-    with pytest.raises(NonDeterministicOrchestrationError, match="subtract_one.*add_one"):
+    with pytest.raises(NonDeterministicOrchestrationError, match=r"subtract_one.*add_one"):
         replay(handle(add_one), history.replayed())
 
 
@@ -180,7 +185,9 @@ def test_an_entity_exception_raises_in_the_orchestrator() -> None:
         E.EVENT_SENT, 0, Name="op", InstanceId="@counter@k", Input=json.dumps({"id": "req-0", "op": "explode"})
     )
     history.episode().add(
-        E.EVENT_RAISED, Name="req-0", Input=json.dumps({"result": json.dumps("it blew up"), "exceptionType": "ValueError"})
+        E.EVENT_RAISED,
+        Name="req-0",
+        Input=json.dumps({"result": json.dumps("it blew up"), "exceptionType": "ValueError"}),
     )
     outcome = replay(handle(calls), history.replayed())
     assert outcome.output == "caught: it blew up"
@@ -248,7 +255,10 @@ def test_retry_timers_and_attempts_take_sequence_numbers_as_the_sdk_expects() ->
     history = History("retried")
     first = replay(handle(retried), history.replayed())
     assert first.new_actions[0].kind == ActionType.CALL_ACTIVITY_WITH_RETRY
-    assert first.new_actions[0].action["retryOptions"] == {"firstRetryIntervalInMilliseconds": 1000, "maxNumberOfAttempts": 2}
+    assert first.new_actions[0].action["retryOptions"] == {
+        "firstRetryIntervalInMilliseconds": 1000,
+        "maxNumberOfAttempts": 2,
+    }
     history.add(E.TASK_SCHEDULED, 0, Name="flaky").episode()
     history.add(E.TASK_FAILED, TaskScheduledId=0, Reason="first attempt failed", Details="{}")
     history.add(E.TIMER_CREATED, 1, FireAt=format_timestamp(history.now)).episode()
