@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import azure.functions as func
 import grpc
-from azure.durable_functions.models import DurableOrchestrationStatus
+from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
 from azure.durable_functions.models.PurgeHistoryResult import PurgeHistoryResult
 from durabletask.client import AsyncTaskHubGrpcClient, OrchestrationState, OrchestrationStatus
 from durabletask.entities import EntityInstanceId
