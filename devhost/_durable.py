@@ -245,7 +245,7 @@ class DurableClientShim:
             Exception: When there is no such instance, or it is no longer running.
         """
         await self._running(instance_id)
-        await self._client().terminate_orchestration(instance_id, output=reason)
+        await self._client().terminate_orchestration(instance_id, output=reason, recursive=False)
 
     async def purge_instance_history(self, instance_id: str) -> PurgeHistoryResult:
         """Delete an instance's state and history, as ``DurableOrchestrationClient.purge_instance_history`` does.
@@ -253,7 +253,7 @@ class DurableClientShim:
         Returns:
             ``PurgeHistoryResult`` with ``instances_deleted`` 1, or 0 when there was no such instance.
         """
-        result = await self._client().purge_orchestration(instance_id)
+        result = await self._client().purge_orchestration(instance_id, recursive=False)
         return PurgeHistoryResult(instancesDeleted=result.deleted_instance_count)
 
     def get_client_response_links(self, request: Any, instance_id: str) -> dict[str, str]:
