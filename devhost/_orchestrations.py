@@ -195,12 +195,21 @@ class OrchestratorBridge:
         handle: The handler the SDK registered for it.
         entity_names: The entities the workers host (lower case); a call to another fails the
             instance at once instead of waiting for an entity nobody runs. None: any.
+        on_history: Called with the instance's history when the orchestrator returns, fails or
+            continues as new (the tests replay recorded histories).
     """
 
-    def __init__(self, name: str, handle: Callable[[Any], str], entity_names: frozenset[str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        handle: Callable[[Any], str],
+        entity_names: frozenset[str] | None = None,
+        on_history: Callable[[FunctionsHistory], None] | None = None,
+    ) -> None:
         self.name = name
         self.handle = handle
         self.entity_names = entity_names
+        self.on_history = on_history
 
     def orchestrator(self) -> Callable[[Any, Any], Any]:
         """The Durable Task orchestrator function, named after the Functions orchestrator."""
@@ -219,6 +228,8 @@ class OrchestratorBridge:
         custom_status: Any = None
         while True:
             outcome = _REPLAYS.replay(self.name, self.handle, history, is_replaying=ctx.is_replaying)
+            if outcome.done and self.on_history is not None and not ctx.is_replaying:
+                self.on_history(history)
             if outcome.custom_status != custom_status:
                 custom_status = outcome.custom_status
                 ctx.set_custom_status(custom_status)
