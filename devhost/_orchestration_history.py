@@ -175,6 +175,7 @@ class FunctionsHistory:
         self.input_json = input_json
         self.parent_instance_id = parent_instance_id
         self.events: list[dict[str, Any]] = []
+        self._scheduled: dict[int, dict[str, Any]] = {}
         self._digest = hashlib.blake2b(f"{instance_id}\n{name}\n{input_json}".encode(), digest_size=16)
         # Ids of the scheduling events that answer an action (a retry's timers and later attempts do
         # not: the SDK schedules those itself, without an action).
@@ -205,6 +206,7 @@ class FunctionsHistory:
         history.input_json = input_json
         history.parent_instance_id = None
         history.events = list(events)
+        history._scheduled = {e["EventId"]: e for e in events if e["EventType"] in _SCHEDULING_EVENTS}
         history._digest = hashlib.blake2b(digest_size=16)
         for event in history.events:
             history._digest.update(json.dumps(event, sort_keys=True).encode())
@@ -230,6 +232,8 @@ class FunctionsHistory:
         event.update(fields)
         self.events.append(event)
         self._digest.update(json.dumps(event, sort_keys=True).encode())
+        if event_type in _SCHEDULING_EVENTS:
+            self._scheduled[event_id] = event
         return event
 
     @property
@@ -278,12 +282,6 @@ class FunctionsHistory:
         }
         return json.dumps(context)
 
-    def _scheduled_event(self, event_id: int) -> dict[str, Any] | None:
-        return next(
-            (e for e in self.events if e["EventType"] in _SCHEDULING_EVENTS and e["EventId"] == event_id),
-            None,
-        )
-
     def match(self, actions: list[dict[str, Any]]) -> list[NewAction]:
         """Check ``actions`` against what the history scheduled; number and return the ones it has not.
 
@@ -294,7 +292,7 @@ class FunctionsHistory:
         numbered = [a for a in actions if a.get("actionType") in _NUMBERED_ACTIONS]
         waits = [a for a in actions if a.get("actionType") == ActionType.WAIT_FOR_EXTERNAL_EVENT]
         for position, event_id in enumerate(self._action_event_ids):
-            event = self._scheduled_event(event_id)
+            event = self._scheduled.get(event_id)
             if event is None:
                 continue
             if position >= len(numbered):

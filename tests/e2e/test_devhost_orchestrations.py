@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,9 @@ def test_stopping_the_host_while_an_orchestration_waits_leaves_nothing_running(t
         running(http, links)
     assert host.stop(timeout=20) == 0, host.log()
     assert "devhost: stopped" in host.log()
+    # Nothing of the host's process group (its embedded valkey-server included) outlives it.
+    with pytest.raises(ProcessLookupError):
+        os.killpg(host.process.pid, 0)
 
 
 def test_an_orchestration_started_on_a_host_without_worker_runs_on_the_other_hosts_worker(tmp_path: Path) -> None:
