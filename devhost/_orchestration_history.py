@@ -188,15 +188,22 @@ class FunctionsHistory:
 
     @classmethod
     def from_events(
-        cls, instance_id: str, events: list[dict[str, Any]], input_json: str | None = None
+        cls,
+        instance_id: str,
+        events: list[dict[str, Any]],
+        input_json: str | None = None,
+        *,
+        retry_event_ids: frozenset[int] = frozenset(),
     ) -> FunctionsHistory:
-        """A history built by hand (or kept from elsewhere): every scheduling event counts as an action's.
+        """A history built by hand (or kept from elsewhere).
 
         Args:
             instance_id: The instance id.
             events: History events in the extension's JSON shape, ``OrchestratorStarted`` and
                 ``ExecutionStarted`` first.
             input_json: The instance's input as JSON text.
+            retry_event_ids: The ids of the scheduling events a retry made (its timers and later
+                attempts); every other scheduling event answers one of the orchestrator's actions.
         """
         history = cls.__new__(cls)
         history.instance_id = instance_id
@@ -211,7 +218,7 @@ class FunctionsHistory:
         for event in history.events:
             history._digest.update(json.dumps(event, sort_keys=True).encode())
         scheduled = sorted(e["EventId"] for e in events if e["EventType"] in _SCHEDULING_EVENTS)
-        history._action_event_ids = scheduled
+        history._action_event_ids = [event_id for event_id in scheduled if event_id not in retry_event_ids]
         history._waits_seen = 0
         history.next_task_id = (scheduled[-1] + 1) if scheduled else 0
         history._now = datetime.now(UTC)

@@ -264,7 +264,9 @@ def test_retry_timers_and_attempts_take_sequence_numbers_as_the_sdk_expects() ->
     history.add(E.TIMER_CREATED, 1, FireAt=format_timestamp(history.now)).episode()
     history.add(E.TIMER_FIRED, TimerId=1).add(E.TASK_SCHEDULED, 2, Name="flaky").episode()
     history.add(E.TASK_COMPLETED, TaskScheduledId=2, Result='"second attempt"')
-    outcome = replay(handle(retried), FunctionsHistory.from_events("instance-1", history.events))
+    outcome = replay(
+        handle(retried), FunctionsHistory.from_events("instance-1", history.events, retry_event_ids=frozenset({1, 2}))
+    )
     # The retry's own timer and second attempt are not actions: the next activity takes id 3.
     assert [(a.action["functionName"], a.task_id) for a in outcome.new_actions] == [("after", 3)]
 
