@@ -20,7 +20,6 @@ arrive as the SDK wrote them.
 from __future__ import annotations
 
 import asyncio
-import copy
 import inspect
 import json
 import threading
@@ -173,12 +172,13 @@ class ReplayCache:
             if known is not None:
                 self._answers.move_to_end(key)
         if known is not None:
+            # Shared, never changed: the bridge only reads an outcome.
             outcome, next_task_id = known
             history.next_task_id = next_task_id
-            return copy.deepcopy(outcome)
+            return outcome
         outcome = replay(handle, history, is_replaying=is_replaying)
         with self._lock:
-            self._answers[key] = (copy.deepcopy(outcome), history.next_task_id)
+            self._answers[key] = (outcome, history.next_task_id)
             while len(self._answers) > self._capacity:
                 self._answers.popitem(last=False)
         return outcome
