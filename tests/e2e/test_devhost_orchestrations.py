@@ -226,3 +226,11 @@ def test_an_orchestration_started_on_a_host_without_worker_runs_on_the_other_hos
             worker_host.stop()
     finally:
         backend_host.stop()
+
+
+def test_a_fire_and_forget_agent_run_fails_as_the_sdk_fails_it(http: httpx.Client, host: DevHostProcess) -> None:
+    # Agent Framework answers wait_for_response=False with a task whose action the SDK cannot
+    # serialize (NoOpAction): the SDK raises in its own handler, on Azure as here.
+    response = run(http, host, "signals_agent", "fire and forget")
+    assert response.status_code == 500, response.text
+    assert "anonymous Action" in response.json()["output"]

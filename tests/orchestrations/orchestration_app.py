@@ -211,3 +211,12 @@ def one_agent_call(context: df.DurableOrchestrationContext):
 @app.orchestration_trigger(context_name="context")
 def uses_http(context: df.DurableOrchestrationContext):
     return (yield context.call_http("GET", "http://127.0.0.1:1/"))
+
+
+@app.orchestration_trigger(context_name="context")
+def signals_agent(context: df.DurableOrchestrationContext):
+    """A fire-and-forget agent run: a signal to the agent's entity, answered at once with an acceptance."""
+    agent = app.get_agent(context, TRAVEL_AGENT_NAME)
+    session = agent.create_session()
+    accepted = yield agent.run(context.get_input(), session=session, options={"wait_for_response": False})
+    return {"accepted": bool(accepted), "session": str(session.session_id)}
