@@ -30,13 +30,13 @@ from azure.durable_functions.constants import DATETIME_STRING_FORMAT
 from azure.durable_functions.models.actions.ActionType import ActionType
 from azure.durable_functions.models.history.HistoryEventType import HistoryEventType
 
-# The schema the extension announces (upperSchemaVersion V2, upperSchemaVersionNew V3): actions come
-# back as one flat list per replay, compound tasks as WhenAll/WhenAny actions with compoundActions.
-# Azure/azure-functions-durable-extension src/WebJobs.Extensions.DurableTask/Bindings/
-# OrchestrationTriggerAttributeBindingProvider.cs (the context JSON) and
-# src/WebJobs.Extensions.DurableTask/Listener/OutOfProcOrchestrationShim.cs (the actions).
+# The schema: actions come back as one flat list per replay (schemaVersion 1, "ReplayPatchV1"), compound
+# tasks as WhenAll/WhenAny actions with compoundActions; the failure message is
+# "Orchestrator function '{name}' failed: {error}". Azure/azure-functions-durable-extension
+# src/WebJobs.Extensions.DurableTask/Listener/OutOfProcOrchestrationShim.cs (ReplayOOProcOrchestration,
+# ScheduleDurableTaskEvents) and src/WebJobs.Extensions.DurableTask/Bindings/
+# OrchestrationTriggerAttributeBindingProvider.cs (the context JSON).
 UPPER_SCHEMA_VERSION = 1
-UPPER_SCHEMA_VERSION_NEW = 2
 
 # Out-of-process errors carry the orchestrator state after this label (the SDK's
 # TaskOrchestrationExecutor.get_orchestrator_state_str, read by OutOfProcOrchestrationShim).
@@ -285,7 +285,6 @@ class FunctionsHistory:
             "parentInstanceId": self.parent_instance_id,
             "input": self.input_json,
             "upperSchemaVersion": UPPER_SCHEMA_VERSION,
-            "upperSchemaVersionNew": UPPER_SCHEMA_VERSION_NEW,
         }
         return json.dumps(context)
 

@@ -318,7 +318,7 @@ class OrchestratorBridge:
         value = json.loads(input_json) if input_json is not None else None
         # The request message the extension sends the entity (a deterministic id: the response is
         # matched to it by name). Azure/azure-functions-durable-extension
-        # src/WebJobs.Extensions.DurableTask/Entities/RequestMessage.cs
+        # src/WebJobs.Extensions.DurableTask/EntityScheduler/RequestMessage.cs ("op", "signal", "input", "id", "parent").
         request_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{history.instance_id}/{task_id}"))
         request = {
             "id": request_id,
