@@ -316,9 +316,9 @@ class OrchestratorBridge:
         entity = EntityInstanceId(name, key)
         input_json = action.get("input")
         value = json.loads(input_json) if input_json is not None else None
-        # The request message the extension sends the entity (a deterministic id: the response is
-        # matched to it by name). Azure/azure-functions-durable-extension
-        # src/WebJobs.Extensions.DurableTask/EntityScheduler/RequestMessage.cs ("op", "signal", "input", "id", "parent").
+        # The request message the extension sends the entity ("op", "signal", "input", "id", "parent"),
+        # with a deterministic id: the response is matched to it by name. Azure/azure-functions-durable-
+        # extension src/WebJobs.Extensions.DurableTask/EntityScheduler/RequestMessage.cs
         request_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{history.instance_id}/{task_id}"))
         request = {
             "id": request_id,
