@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.devhost_process import DevHostProcess
+from tests.e2e.devhost_process import DevHostProcess, free_port, run_devhost, scrubbed_environment
 from tests.eventually import eventually_blocking
 
 APP = "tests.orchestrations.orchestration_app:app"
@@ -234,3 +234,18 @@ def test_a_fire_and_forget_agent_run_fails_as_the_sdk_fails_it(http: httpx.Clien
     response = run(http, host, "signals_agent", "fire and forget")
     assert response.status_code == 500, response.text
     assert "anonymous Action" in response.json()["output"]
+
+
+@pytest.mark.parametrize(
+    ("app", "code", "reason"),
+    [
+        ("no_such_module:app", 1, "cannot import no_such_module"),
+        ("tests.orchestrations.orchestration_app:nothing", 1, "is not an azure.functions FunctionApp"),
+        ("a:b:c", 2, "--app takes MODULE:ATTRIBUTE"),
+    ],
+    ids=["missing module", "missing attribute", "malformed"],
+)
+def test_an_app_that_cannot_be_loaded_stops_the_host_with_the_reason(app: str, code: int, reason: str) -> None:
+    result = run_devhost(["--app", app, "--port", str(free_port())], scrubbed_environment())
+    assert result.returncode == code, result.stderr
+    assert reason in result.stderr
