@@ -11,7 +11,8 @@ their public API is in ``_compat``.
 from __future__ import annotations
 
 from ._cli import main
-from ._durable import DurableClientShim, LoopbackOrchestrationBackend
+from ._durable import LoopbackOrchestrationBackend
+from ._durable_client import DurableClientShim
 from ._functions_http import FunctionsHttpApp, http_functions_of
 from ._host import HostOptions, LocalHost
 

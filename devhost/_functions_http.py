@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.types import Receive, Scope, Send
 
 from ._compat import user_function_of
-from ._durable import UnsupportedEntityKeyError
+from ._durable_client import UnsupportedEntityKeyError
 from ._indexing import functions_of
 from ._routing import RouteTemplate
 

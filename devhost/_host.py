@@ -20,10 +20,11 @@ from typing import Any
 import uvicorn
 
 from ._compat import agents_of, callback_of
-from ._durable import DurableClientShim, LoopbackOrchestrationBackend, start_agent_worker
+from ._durable import LoopbackOrchestrationBackend, start_agent_worker
+from ._durable_client import DurableClientShim
 from ._durable_webhooks import durable_webhooks
 from ._functions_http import FunctionsHttpApp, HttpFunction, http_functions_of
-from ._orchestrations import orchestration_functions_of
+from ._orchestration_functions import orchestration_functions_of
 from ._valkey import EmbeddedValkey, configured_valkey
 
 logger = logging.getLogger("devhost")

@@ -12,15 +12,11 @@ The Durable Task orchestrator is itself replayed by its SDK on every work item; 
 history is rebuilt from the same results in the same order, so it is the same on every replay and
 on every worker that shares the backend.
 
-Payloads keep the Functions form: an orchestrator's and an activity's input and output travel
-through the backend as the JSON text the SDK produced, so custom objects (``to_json``/``from_json``)
-arrive as the SDK wrote them.
+Payloads keep the Functions form (see ``_orchestration_functions``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
 import threading
 import uuid
@@ -33,11 +29,11 @@ from typing import Any
 from azure.durable_functions.constants import DATETIME_STRING_FORMAT
 from azure.durable_functions.models.actions.ActionType import ActionType
 from azure.durable_functions.models.history.HistoryEventType import HistoryEventType
-from azure.durable_functions.models.utils.df_serialization import df_dumps, df_loads
+from azure.durable_functions.models.utils.df_serialization import df_dumps
 from durabletask import task as dt
 from durabletask.entities import EntityInstanceId
 
-from ._indexing import functions_of
+from ._orchestration_functions import OrchestrationFunctions, activity_runner, loads_text
 from ._orchestration_history import (
     FunctionsHistory,
     NewAction,
@@ -46,9 +42,6 @@ from ._orchestration_history import (
     format_timestamp,
     replay,
 )
-
-_ORCHESTRATION_TRIGGER = "orchestrationTrigger"
-_ACTIVITY_TRIGGER = "activityTrigger"
 
 UNSUPPORTED_ACTIONS = {
     ActionType.CALL_HTTP: "call_http (durable HTTP calls)",
@@ -62,73 +55,6 @@ class OrchestratorFunctionError(RuntimeError):
 
 class UnsupportedOrchestrationFeatureError(RuntimeError):
     """The orchestrator asked for something devhost does not emulate (see docs/orchestrations.md)."""
-
-
-@dataclass(frozen=True)
-class OrchestrationFunctions:
-    """The orchestrator and activity functions of a function app, by name."""
-
-    orchestrators: dict[str, Callable[[Any], str]]
-    activities: dict[str, tuple[Callable[..., Any], str]]  # name -> (user function, its input parameter)
-
-
-def orchestration_functions_of(app: Any) -> OrchestrationFunctions:
-    """Index the app's orchestration and activity triggers, as the Python worker does through ``get_functions()``."""
-    orchestrators: dict[str, Callable[[Any], str]] = {}
-    activities: dict[str, tuple[Callable[..., Any], str]] = {}
-    for function in functions_of(app):
-        trigger = function.get_trigger()
-        kind = str(getattr(trigger, "type", "") or "")
-        name = function.get_function_name() or function.get_user_function().__name__
-        if kind == _ORCHESTRATION_TRIGGER:
-            orchestrators[name] = function.get_user_function()
-        elif kind == _ACTIVITY_TRIGGER:
-            activities[name] = (function.get_user_function(), trigger.name)
-    return OrchestrationFunctions(orchestrators, activities)
-
-
-def to_payload(value: Any) -> str | None:
-    """A client's input as it travels through the backend to a bridged orchestrator: the SDK's JSON text."""
-    return df_dumps(value) if value is not None else None
-
-
-def from_payload(value: Any) -> Any:
-    """A bridged orchestrator's input or output, read back from the backend, as the Functions client returns it."""
-    return json.loads(value) if isinstance(value, str) else value
-
-
-def _loads_text(value: Any) -> str | None:
-    # What the backend hands back for a payload this module sent as JSON text.
-    if value is None:
-        return None
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def activity_runner(name: str, function: Callable[..., Any], input_param: str) -> Callable[[Any, Any], str]:
-    """A Durable Task activity that calls a Functions activity the way the Python worker does.
-
-    The input arrives as the JSON text the orchestrator's SDK wrote and is decoded with the SDK's
-    serializer; the result goes back as JSON text, as the worker's activity output converter writes it.
-    """
-    wants_context = "context" in inspect.signature(function).parameters and input_param != "context"
-
-    def run(ctx: dt.ActivityContext, input_json: Any) -> str:
-        text = _loads_text(input_json)
-        value = df_loads(text) if text is not None else None
-        kwargs: dict[str, Any] = {input_param: value}
-        if wants_context:
-            kwargs["context"] = ctx
-        result = function(**kwargs)
-        if inspect.isawaitable(result):
-            result = asyncio.run(_awaited(result))
-        return df_dumps(result)
-
-    run.__name__ = name
-    return run
-
-
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable
 
 
 @dataclass
@@ -215,7 +141,7 @@ class OrchestratorBridge:
         """The Durable Task orchestrator function, named after the Functions orchestrator."""
 
         def run(ctx: dt.OrchestrationContext, input_json: Any) -> Generator[dt.Task[Any], Any, Any]:
-            return self._run(ctx, _loads_text(input_json))
+            return self._run(ctx, loads_text(input_json))
 
         run.__name__ = self.name
         return run
@@ -368,7 +294,7 @@ class OrchestratorBridge:
             event_type = (
                 HistoryEventType.SUB_ORCHESTRATION_INSTANCE_COMPLETED if is_sub else HistoryEventType.TASK_COMPLETED
             )
-            history.append(event_type, TaskScheduledId=waited.task_id, Result=_loads_text(completed.get_result()))
+            history.append(event_type, TaskScheduledId=waited.task_id, Result=loads_text(completed.get_result()))
             return None
         what = "Sub-orchestration" if is_sub else "Activity function"
         history.append(
@@ -449,13 +375,8 @@ def register_orchestrations(
 
 __all__ = [
     "NonDeterministicOrchestrationError",
-    "OrchestrationFunctions",
     "OrchestratorBridge",
     "OrchestratorFunctionError",
     "UnsupportedOrchestrationFeatureError",
-    "activity_runner",
-    "from_payload",
-    "orchestration_functions_of",
     "register_orchestrations",
-    "to_payload",
 ]

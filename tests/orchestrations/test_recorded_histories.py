@@ -14,9 +14,10 @@ from azure.durable_functions.models.history.HistoryEventType import HistoryEvent
 from durabletask.client import OrchestrationStatus, TaskHubGrpcClient
 from durabletask.worker import TaskHubGrpcWorker
 
-from devhost._durable import _QUIET, LoopbackOrchestrationBackend
+from devhost._durable import SDK_LOGGER, LoopbackOrchestrationBackend
+from devhost._orchestration_functions import activity_runner, from_payload, to_payload
 from devhost._orchestration_history import FunctionsHistory, NonDeterministicOrchestrationError, replay
-from devhost._orchestrations import OrchestratorBridge, activity_runner, from_payload, to_payload
+from devhost._orchestrations import OrchestratorBridge
 
 
 def shout(word: str) -> str:
@@ -56,7 +57,7 @@ def recorded() -> Iterator[dict[str, FunctionsHistory]]:
     histories: dict[str, FunctionsHistory] = {}
     backend = LoopbackOrchestrationBackend()
     address = backend.start()
-    worker = TaskHubGrpcWorker(host_address=address, logger=_QUIET)
+    worker = TaskHubGrpcWorker(host_address=address, logger=SDK_LOGGER)
     for name, fn in (("journey", journey), ("child", child)):
         bridge = OrchestratorBridge(
             name, df.Orchestrator.create(fn), on_history=lambda h, n=name: histories.__setitem__(n, h)
@@ -65,7 +66,7 @@ def recorded() -> Iterator[dict[str, FunctionsHistory]]:
     worker.add_activity(activity_runner("shout", shout, "word"))
     worker.add_activity(activity_runner("explode", explode, "message"))
     worker.start()
-    client = TaskHubGrpcClient(host_address=address, logger=_QUIET)
+    client = TaskHubGrpcClient(host_address=address, logger=SDK_LOGGER)
     try:
         instance_id = client.schedule_new_orchestration("journey", input=to_payload(["a", "b", "c"]))
         state = client.wait_for_orchestration_completion(instance_id, timeout=30)
