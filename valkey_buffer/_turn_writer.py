@@ -195,12 +195,15 @@ class TurnWriter:
         if self._flusher is not None and not self._flusher.done():
             self._flusher.cancel()
         entries = [*self._in_flight, *(item for item in self._pending if isinstance(item, Entry))]
-        ends = sum(isinstance(item, _TurnEnd) for item in self._pending)
+        ends = [item for item in self._pending if isinstance(item, _TurnEnd)]
         self._in_flight = []
         self._pending.clear()
         if entries or ends:
-            self._dropped(entries, extra=ends)
-            logger.warning("Abandoned %d unwritten entries of %s: the buffer closed", len(entries) + ends, self.key)
+            self._dropped(entries, extra=len(ends))
+            unwritten = len(entries) + len(ends)
+            logger.warning("Abandoned %d unwritten entries of %s: the buffer closed", unwritten, self.key)
+        for end in ends:
+            self.telemetry.ended(_end_kind(end), written=False)
 
     def _queue(self, entry: Entry) -> None:
         self._pending.append(entry)
@@ -283,12 +286,16 @@ class TurnWriter:
             entries.append(self._entry(done))
         for entry in entries:
             self._held.bytes += entry.size
-        written = await self._write_with_retry(entries)
+        try:
+            written = await self._write_with_retry(entries)
+        except asyncio.CancelledError:
+            # Abandoned while being written (the buffer is closing): the turn's span ends all the same.
+            self.telemetry.ended(_end_kind(end), written=False, replaced=replaced)
+            raise
         if not written:
             self._dropped(entries)
             logger.error("Gave up on the end of %s after %.0f s of failed writes", self.key, self._retry_seconds)
-        kind = "error" if end.error is not None else "cancelled" if end.cancelled else "done"
-        self.telemetry.ended(kind, written=written, replaced=replaced)
+        self.telemetry.ended(_end_kind(end), written=written, replaced=replaced)
 
     async def _write_with_retry(self, batch: list[Entry]) -> bool:
         """Write ``batch``, retrying with backoff for ``retry_seconds``; whether it was written."""
@@ -334,6 +341,10 @@ class TurnWriter:
             self._stats.batches_written += 1
             self.telemetry.batch_written(len(batch), elapsed)
             return True
+
+
+def _end_kind(end: _TurnEnd) -> str:
+    return "error" if end.error is not None else "cancelled" if end.cancelled else "done"
 
 
 async def wait_briefly(task: asyncio.Task[None] | None, seconds: float) -> None:
