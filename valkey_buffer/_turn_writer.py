@@ -28,8 +28,9 @@ from ._telemetry import TurnTelemetry
 logger = logging.getLogger("valkey_buffer")
 
 # Writes one batch of a turn's entries (stream key, correlation id, run, entries in order): Valkey
-# appends those above the run's mark and refreshes the TTL, atomically. Answers the mark it found.
-BatchWriter = Callable[[str, str, str, Sequence[Entry]], Awaitable[int]]
+# appends those above the run's mark and refreshes the TTL, atomically. Answers the mark it found,
+# or None when the server cannot make the write idempotent (it refuses scripting).
+BatchWriter = Callable[[str, str, str, Sequence[Entry]], Awaitable[int | None]]
 
 # What an entry costs in memory beyond its text, roughly (field names, ids, the list and tuples).
 _ENTRY_OVERHEAD_BYTES = 400
@@ -302,6 +303,7 @@ class TurnWriter:
         self._in_flight = batch
         deadline = time.monotonic() + self._retry_seconds
         delay = 0.05
+        failed = False
         while True:
             started = time.perf_counter()
             try:
@@ -311,6 +313,7 @@ class TurnWriter:
                 # A failed (or timed-out) write may still have been applied: Valkey ignores the
                 # entries of the retry that it has already appended.
                 self._stats.batch_failures += 1
+                failed = True
                 if self._healthy:
                     self._healthy = False
                     self._failing.set()
@@ -324,7 +327,11 @@ class TurnWriter:
                 continue
             elapsed = time.perf_counter() - started
             self._in_flight = []
-            if mark_found < self._confirmed:
+            if mark_found is None:
+                # A write that is not idempotent: after a failed attempt the stream may repeat
+                # entries (our readers drop them) or lack some; the end carries the committed text.
+                self._uncertain = self._uncertain or failed
+            elif mark_found < self._confirmed:
                 # Valkey no longer has entries it confirmed (it restarted without its data, or a
                 # failover lost writes): the turn's end must carry the committed text.
                 if not self._uncertain:

@@ -12,14 +12,21 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from glide import RequestError
+from glide import Batch, ClusterBatch, RequestError, StreamAddOptions, TrimByMaxLen
 from opentelemetry import context as otel_context
 
 from ._cancel_requests import CancelRequests
 from ._cancel_watch import cancel_key
 from ._connection import GlideAnyClient
-from ._glide import is_pubsub_refusal
-from ._idempotent_append import APPEND_SCRIPT, Entry, append_arguments, marks_key, parse_append_reply
+from ._glide import add_notification, atomic_batch, is_pubsub_refusal, is_scripting_refusal
+from ._idempotent_append import (
+    APPEND_SCRIPT,
+    AppendResult,
+    Entry,
+    append_arguments,
+    marks_key,
+    parse_append_reply,
+)
 from ._ids import stream_key, validate_id
 from ._notifications import PubSubSupport
 from ._settings import ValkeySettings
@@ -81,6 +88,7 @@ class TurnWriters:
         self._max_batch = max_batch
         self._retry_seconds = write_retry_seconds
         self.held = HeldEntries(max_held_bytes)
+        self._scripting_refused = False
         self._turns: dict[tuple[str, str], TurnWriter] = {}
         self._ending: set[TurnWriter] = set()  # turns whose end is still being written
         self._last_sweep = time.monotonic()
@@ -192,13 +200,36 @@ class TurnWriters:
                 del self._turns[turn]
                 writer.telemetry.ended("abandoned", written=False)
 
-    async def _write_batch(self, key: str, correlation_id: str, run: str, entries: Sequence[Entry]) -> int:
+    async def _write_batch(self, key: str, correlation_id: str, run: str, entries: Sequence[Entry]) -> int | None:
         client = await self._client()
-        notify = ("s" if self._settings.cluster else "p") if self._pubsub.writes_publish else ""
         # A watched turn (see CancelRequests.watch) asks whether it was cancelled in its batch, at
         # most every CANCEL_CHECK_SECONDS: a fast stream does not pay for a question per round trip.
         watch = self._cancels.watch_of(key, correlation_id)
         check = watch is not None and watch.check_due()
+        if not self._scripting_refused:
+            try:
+                result = await self._append(client, key, correlation_id, run, entries, check)
+            except RequestError as error:
+                if not is_scripting_refusal(error):
+                    raise
+                self._scripting_refused = True
+                logger.error(
+                    "Valkey refuses scripting (%s): writes fall back to plain atomic batches, which a retry "
+                    "may repeat (this package's readers drop repeats; readers of the reference schema do not)",
+                    error,
+                )
+            else:
+                if watch is not None and check:
+                    watch.checked(result.cancelled)
+                return result.mark_found
+        cancelled = await self._append_without_script(client, key, correlation_id, entries, check)
+        if watch is not None and check:
+            watch.checked(cancelled)
+        return None
+
+    async def _append(
+        self, client: GlideAnyClient, key: str, correlation_id: str, run: str, entries: Sequence[Entry], check: bool
+    ) -> AppendResult:
         args = append_arguments(
             correlation_id=correlation_id,
             run=run,
@@ -206,7 +237,7 @@ class TurnWriters:
             ttl_seconds=self._settings.stream_ttl_seconds,
             maxlen=self._settings.stream_maxlen,
             cancel_check=check,
-            notify=notify,
+            notify=("s" if self._settings.cluster else "p") if self._pubsub.writes_publish else "",
         )
         # The stream, its marks and the cancel set share a slot (their hash tag is the stream key).
         reply = await client.invoke_script(APPEND_SCRIPT, keys=[key, marks_key(key), cancel_key(key)], args=args)
@@ -218,6 +249,35 @@ class TurnWriters:
                 self._pubsub.refuse_publish(refusal)
             else:
                 logger.debug("A notification of %s failed: %s", key, result.publish_refusal)
-        if watch is not None and check:
-            watch.checked(result.cancelled)
-        return result.mark_found
+        return result
+
+    async def _append_without_script(
+        self, client: GlideAnyClient, key: str, correlation_id: str, entries: Sequence[Entry], check: bool
+    ) -> bool:
+        """The fallback for a server without scripting: one atomic batch, not idempotent; whether cancelled."""
+        notify = self._pubsub.writes_publish
+        try:
+            replies = await client.exec(self._batch(key, correlation_id, entries, notify, check), raise_on_error=True)
+        except RequestError as error:
+            if not (notify and is_pubsub_refusal(error)):
+                raise
+            # The server refused the batch at its notification, before running any of it.
+            self._pubsub.refuse_publish(error)
+            replies = await client.exec(self._batch(key, correlation_id, entries, False, check), raise_on_error=True)
+        # The batch's replies: one per entry, the EXPIRE's, then the cancel check's.
+        return bool(check and replies and replies[len(entries) + 1])
+
+    def _batch(
+        self, key: str, correlation_id: str, entries: Sequence[Entry], notify: bool, cancel_check: bool
+    ) -> Batch | ClusterBatch:
+        batch = atomic_batch(cluster=self._settings.cluster)
+        trim = self._settings.stream_maxlen
+        options = StreamAddOptions(trim=TrimByMaxLen(exact=False, threshold=trim) if trim else None)
+        for entry in entries:
+            batch.xadd(key, entry.fields, options)
+        batch.expire(key, self._settings.stream_ttl_seconds)
+        if cancel_check:
+            batch.sismember(cancel_key(key), correlation_id)
+        if notify:
+            add_notification(batch, key)
+        return batch

@@ -12,6 +12,8 @@ sequence)`` is in it twice, and that our own readers still end with the committe
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -295,3 +297,21 @@ async def test_writes_go_on_when_the_server_has_forgotten_the_script(
     text, reached_done = reference_reader_text(_entries(valkey_server, session))
     assert reached_done and text == FINAL
     assert buffer.stats.batch_failures == 0
+
+
+async def test_a_server_that_refuses_scripting_still_gets_every_turn_written_and_says_so_once(
+    valkey_server: ValkeyProcess, valkey_settings: ValkeySettings, make_buffer: MakeBuffer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An ACL user stands in for a server or a managed cache without Lua scripting.
+    valkey_server.command("ACL", "SETUSER", "no-scripting", "on", ">secret", "~*", "&*", "+@all", "-@scripting")
+    buffer = make_buffer(dataclasses.replace(valkey_settings, username="no-scripting", password="secret"))
+    caplog.set_level(logging.ERROR, logger="valkey_buffer")
+    sessions = [new_id(), new_id()]
+    for session in sessions:
+        await _stream_turn(buffer, session)
+    for session in sessions:
+        text, reached_done = reference_reader_text(_entries(valkey_server, session))
+        assert reached_done and text == FINAL
+        assert chunks_text(await buffer.read_available(session, correlation_id="t")) == FINAL
+    refusals = [r.getMessage() for r in caplog.records if "refuses scripting" in r.getMessage()]
+    assert len(refusals) == 1, refusals
