@@ -300,7 +300,10 @@ async def test_writes_go_on_when_the_server_has_forgotten_the_script(
 
 
 async def test_a_server_that_refuses_scripting_still_gets_every_turn_written_and_says_so_once(
-    valkey_server: ValkeyProcess, valkey_settings: ValkeySettings, make_buffer: MakeBuffer, caplog: pytest.LogCaptureFixture
+    valkey_server: ValkeyProcess,
+    valkey_settings: ValkeySettings,
+    make_buffer: MakeBuffer,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # An ACL user stands in for a server or a managed cache without Lua scripting.
     valkey_server.command("ACL", "SETUSER", "no-scripting", "on", ">secret", "~*", "&*", "+@all", "-@scripting")
