@@ -326,15 +326,12 @@ async def delivery_against(baseline_revision: str) -> None:
 # The append script without its mark: every entry appended, the TTL refreshed; the same arguments.
 _PLAIN_APPEND = Script(
     """
-local i = 6
-while i <= #ARGV do
-  local pairs_end = i + 1 + 2 * tonumber(ARGV[i + 1])
+for _, entry in ipairs(cjson.decode(ARGV[6])) do
   local args = {KEYS[1], '*'}
-  for j = i + 2, pairs_end do
-    args[#args + 1] = ARGV[j]
+  for j = 2, #entry do
+    args[#args + 1] = entry[j]
   end
   redis.call('XADD', unpack(args))
-  i = pairs_end + 1
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 0
@@ -347,12 +344,18 @@ def _entries(first: int, count: int) -> list[Entry]:
         Entry(
             sequence,
             [
-                ("text", f"token{sequence} "),
-                ("sequence", str(sequence)),
-                ("timestamp", "1700000000000"),
-                ("correlation_id", "t"),
-                ("run", "0a1b2c3d"),
-                ("agent", "TravelAgent"),
+                "text",
+                f"token{sequence} ",
+                "sequence",
+                str(sequence),
+                "timestamp",
+                "1700000000000",
+                "correlation_id",
+                "t",
+                "run",
+                "0a1b2c3d",
+                "agent",
+                "TravelAgent",
             ],
             0,
         )
@@ -370,7 +373,7 @@ async def _micros_per_batch(client: GlideClient, kind: str, size: int, count: in
         if kind == "batch":
             batch = Batch(is_atomic=True)
             for entry in entries:
-                batch.xadd(key, entry.fields)
+                batch.xadd(key, entry.pairs())
             batch.expire(key, 3600)
             await client.exec(batch, raise_on_error=True)
             continue

@@ -19,6 +19,7 @@ GLIDE sends the script by its SHA (``EVALSHA``) and loads it by itself when the 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,34 +28,31 @@ from glide import Script
 
 from ._glide import text
 
-Fields = list[tuple[str, str]]
-
 # KEYS: the stream, the marks hash, the cancel set.
 # ARGV: the mark's field (turn and run), the TTL, the MAXLEN cap ('' for none), the correlation id to
 # look up in the cancel set ('' for none), the notification ('' none, 'p' PUBLISH, 's' SPUBLISH),
-# then the entries in order, each as its sequence, its number of fields and the name/value pairs.
+# then the entries in order as one JSON array, each entry an array of its sequence then its fields'
+# names and values. One argument for the whole batch: every argument costs the client a conversion.
 _SOURCE = """
 local mark = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '-1')
 local found = mark
 local appended = 0
-local i = 6
-while i <= #ARGV do
-  local sequence = tonumber(ARGV[i])
-  local pairs_end = i + 1 + 2 * tonumber(ARGV[i + 1])
+local head = {KEYS[1]}
+if ARGV[3] ~= '' then
+  head = {KEYS[1], 'MAXLEN', '~', ARGV[3]}
+end
+for _, entry in ipairs(cjson.decode(ARGV[6])) do
+  local sequence = entry[1]
   if sequence > mark then
-    local args = {KEYS[1]}
-    if ARGV[3] ~= '' then
-      args[2], args[3], args[4] = 'MAXLEN', '~', ARGV[3]
-    end
+    local args = {unpack(head)}
     args[#args + 1] = '*'
-    for j = i + 2, pairs_end do
-      args[#args + 1] = ARGV[j]
+    for j = 2, #entry do
+      args[#args + 1] = entry[j]
     end
     redis.call('XADD', unpack(args))
     mark = sequence
     appended = appended + 1
   end
-  i = pairs_end + 1
 end
 if mark ~= found then
   redis.call('HSET', KEYS[2], ARGV[1], mark)
@@ -84,13 +82,17 @@ def marks_key(stream_key: str) -> str:
     return "{" + stream_key + "}:written"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Entry:
-    """One queued stream entry of a turn: its place in the run and its fields."""
+    """One queued stream entry of a turn: its place in the run and its fields, flat (name, value, ...)."""
 
     sequence: int
-    fields: Fields
+    fields: list[str]
     size: int  # bytes it holds in memory, roughly: what the process-wide cap counts
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """The fields as (name, value) pairs."""
+        return list(zip(self.fields[::2], self.fields[1::2], strict=True))
 
 
 @dataclass(frozen=True)
@@ -114,20 +116,15 @@ def append_arguments(
     notify: str,
 ) -> list[str]:
     """The script's ``ARGV`` for one batch (see the script's header)."""
-    args = [
+    return [
         f"{correlation_id}:{run}",
         str(ttl_seconds),
         str(maxlen) if maxlen else "",
         correlation_id if cancel_check else "",
         notify,
+        # Text may hold any character: JSON carries it as UTF-8, which the script's cjson passes through.
+        json.dumps([[entry.sequence, *entry.fields] for entry in entries], ensure_ascii=False),
     ]
-    for entry in entries:
-        args.append(str(entry.sequence))
-        args.append(str(len(entry.fields)))
-        for name, value in entry.fields:
-            args.append(name)
-            args.append(value)
-    return args
 
 
 def parse_append_reply(reply: Any) -> AppendResult:

@@ -22,10 +22,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from ._idempotent_append import Entry, Fields
+from ._idempotent_append import Entry
 from ._telemetry import TurnTelemetry
 
 logger = logging.getLogger("valkey_buffer")
+
+Fields = list[tuple[str, str]]
 
 # Writes one batch of a turn's entries (stream key, correlation id, run, entries in order): Valkey
 # appends those above the run's mark and refreshes the TTL, atomically. Answers the mark it found,
@@ -232,20 +234,19 @@ class TurnWriter:
             )
 
     def _entry(self, fields: Fields) -> Entry:
+        # Built flat, as the script takes it: this runs for every chunk the agent streams.
         sequence = self._next_sequence
-        entry: Fields = [
-            fields[0],
-            ("sequence", str(sequence)),
-            ("timestamp", str(int(time.time() * 1000))),
-            *fields[1:],
-            ("correlation_id", self.correlation_id),
-            ("run", self.run),
-        ]
-        if self.agent:
-            entry.append(("agent", self.agent))
         self._next_sequence += 1
-        size = _ENTRY_OVERHEAD_BYTES + sum(len(value) for _, value in fields)
-        return Entry(sequence=sequence, fields=entry, size=size)
+        name, value = fields[0]
+        flat = [name, value, "sequence", str(sequence), "timestamp", str(time.time_ns() // 1_000_000)]
+        size = _ENTRY_OVERHEAD_BYTES + len(value)
+        for name, value in fields[1:]:
+            flat += (name, value)
+            size += len(value)
+        flat += ("correlation_id", self.correlation_id, "run", self.run)
+        if self.agent:
+            flat += ("agent", self.agent)
+        return Entry(sequence, flat, size)
 
     async def _flush_all(self) -> None:
         while self._pending:

@@ -274,7 +274,7 @@ class TurnWriters:
         trim = self._settings.stream_maxlen
         options = StreamAddOptions(trim=TrimByMaxLen(exact=False, threshold=trim) if trim else None)
         for entry in entries:
-            batch.xadd(key, entry.fields, options)
+            batch.xadd(key, entry.pairs(), options)
         batch.expire(key, self._settings.stream_ttl_seconds)
         if cancel_check:
             batch.sismember(cancel_key(key), correlation_id)
