@@ -155,6 +155,23 @@ async def test_final_text_that_disagrees_with_the_stream_is_sent_as_replace(buff
     assert chunks_text(chunks) == "The complete, different answer."
 
 
+async def test_any_text_reaches_the_stream_byte_for_byte(buffer: ValkeyStreamBuffer) -> None:
+    # The write batch carries entries to the server's script as JSON: every character must survive it.
+    session = new_id()
+    pieces = [
+        "Ça coûte 5 € ",
+        "✈️ 𝄞 ",
+        '"quoted" \\ back\\slash ',
+        "line\nbreak\ttab\r ",
+        "nul\x00 ",
+        "[]{},:",
+        "\u2028\u2029",
+    ]
+    await stream_turn(buffer, session, "t", pieces)
+    chunks = await collect(buffer, session)
+    assert [c.text for c in chunks if c.kind == "message"] == pieces
+
+
 async def test_a_replace_entry_keeps_the_committed_text_out_of_text(
     buffer: ValkeyStreamBuffer, valkey_server: ValkeyProcess
 ) -> None:
