@@ -14,7 +14,7 @@ confirmed (the mark went back: a restart without persistence, a failover that lo
 
 GLIDE sends the script by its SHA (``EVALSHA``) and loads it by itself when the server answers
 ``NOSCRIPT`` (a restart, a failover, ``SCRIPT FLUSH``). The server must allow ``EVALSHA`` and
-``SCRIPT LOAD`` (Azure Managed Redis does; an ACL may not): the buffer refuses to guess otherwise.
+``SCRIPT LOAD`` (Azure Managed Redis does; an ACL may not: see ``TurnWriters`` for the fallback).
 """
 
 from __future__ import annotations
