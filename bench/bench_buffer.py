@@ -1,10 +1,12 @@
 """Benchmarks of valkey_buffer against one real valkey-server, printed side by side.
 
-Run: .venv/bin/python -m bench.bench_buffer [--baseline REV]   (starts its own valkey-server on loopback)
+Run: .venv/bin/python -m bench.bench_buffer [--baseline REV] [--idempotency]   (starts its own valkey-server)
 
 With ``--baseline REV`` it then measures the delivery figures (live feed latency, 1,000 readers, the
 cluster's notifications feed) of this checkout and of ``REV``'s ``valkey_buffer`` in alternating
-rounds, and prints both with their ratios.
+rounds, and prints both with their ratios. ``--idempotency`` measures only what the idempotency check
+costs a write batch: the buffer's append script against the same script without the mark, and
+against the atomic batch (MULTI/EXEC) of plain XADDs.
 
 Figures are ratios against baselines measured in the same run on the same server, not targets
 asserted by the test suite.
@@ -18,17 +20,19 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import valkey.asyncio as valkey_py
-from glide import GlideClient, GlideClientConfiguration, NodeAddress
+from glide import Batch, GlideClient, GlideClientConfiguration, NodeAddress, Script
 
 import valkey_buffer
 from bench._baseline import load_baseline
-from bench._stats import pct
+from bench._stats import alternating_rounds, pct
 from tests.valkey_servers import ValkeyCluster, ValkeyProcess
-from valkey_buffer import ValkeySettings, ValkeyStreamBuffer
+from valkey_buffer import ValkeySettings, ValkeyStreamBuffer, cancel_key
+from valkey_buffer._idempotent_append import APPEND_SCRIPT, Entry, append_arguments, marks_key
 
 
 def _sid() -> str:
@@ -319,10 +323,110 @@ async def delivery_against(baseline_revision: str) -> None:
             cluster.stop()
 
 
+# The append script without its mark: every entry appended, the TTL refreshed; the same arguments.
+_PLAIN_APPEND = Script(
+    """
+for _, entry in ipairs(cjson.decode(ARGV[6])) do
+  local args = {KEYS[1], '*'}
+  for j = 2, #entry do
+    args[#args + 1] = entry[j]
+  end
+  redis.call('XADD', unpack(args))
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 0
+"""
+)
+
+
+def _entries(first: int, count: int) -> list[Entry]:
+    return [
+        Entry(
+            sequence,
+            [
+                "text",
+                f"token{sequence} ",
+                "sequence",
+                str(sequence),
+                "timestamp",
+                "1700000000000",
+                "correlation_id",
+                "t",
+                "run",
+                "0a1b2c3d",
+                "agent",
+                "TravelAgent",
+            ],
+            0,
+        )
+        for sequence in range(first, first + count)
+    ]
+
+
+async def _micros_per_batch(client: GlideClient, kind: str, size: int, count: int) -> float:
+    """Write ``count`` batches of ``size`` new entries to a new stream one after another: µs per batch."""
+    key = f"agent-stream:{_sid()}"
+    keys = [key, marks_key(key), cancel_key(key)]
+    started = time.perf_counter()
+    for number in range(count):
+        entries = _entries(number * size, size)
+        if kind == "batch":
+            batch = Batch(is_atomic=True)
+            for entry in entries:
+                batch.xadd(key, entry.pairs())
+            batch.expire(key, 3600)
+            await client.exec(batch, raise_on_error=True)
+            continue
+        arguments = append_arguments(
+            correlation_id="t",
+            run="0a1b2c3d",
+            entries=entries,
+            ttl_seconds=3600,
+            maxlen=None,
+            cancel_check=False,
+            notify="",
+        )
+        script = APPEND_SCRIPT if kind == "idempotent" else _PLAIN_APPEND
+        await client.invoke_script(script, keys=keys, args=arguments)  # type: ignore[arg-type]
+    return (time.perf_counter() - started) / count * 1e6
+
+
+async def idempotency_cost(batches: int = 2000, rounds: int = 10) -> None:
+    """µs per write batch: the idempotent append script, the script without its mark, MULTI/EXEC of XADDs."""
+    server = ValkeyProcess().start()
+    client = await _glide(server)
+    try:
+        for size in (1, 16, 256):
+            count = max(20, batches // size)
+
+            def measure(kind: str, size: int = size, count: int = count) -> Callable[[], Awaitable[float]]:
+                return lambda: _micros_per_batch(client, kind, size, count)
+
+            await measure("idempotent")()  # warm up: the scripts are loaded on first use
+            await measure("plain")()
+            plain, idempotent, ratio = await alternating_rounds(measure("plain"), measure("idempotent"), rounds)
+            batch, _, batch_ratio = await alternating_rounds(measure("batch"), measure("idempotent"), rounds)
+            print(
+                f"idempotency check, batches of {size} entries ({rounds} alternating rounds, medians): "
+                f"append script {idempotent:,.1f} µs/batch | without the mark {plain:,.1f} µs/batch | "
+                f"check alone {idempotent - plain:+,.1f} µs/batch ({ratio:.2f}x) | MULTI/EXEC XADDs {batch:,.1f} "
+                f"µs/batch (script/batch {batch_ratio:.2f}x)"
+            )
+    finally:
+        await client.close()
+        server.stop()
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", help="also measure delivery against this git revision's valkey_buffer")
+    parser.add_argument(
+        "--idempotency", action="store_true", help="only measure what the idempotency check costs a write batch"
+    )
     arguments = parser.parse_args()
+    if arguments.idempotency:
+        asyncio.run(idempotency_cost())
+        raise SystemExit(0)
     asyncio.run(main())
     if arguments.baseline:
         asyncio.run(delivery_against(arguments.baseline))

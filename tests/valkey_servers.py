@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -97,6 +98,16 @@ class ValkeyProcess:
             self.process.kill()
             self.process.wait(5)
         self.process = None
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): it keeps its connections and data, and answers nothing until :meth:`resume`."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server run again (SIGCONT): it then serves what its clients sent meanwhile."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     def command_calls(self) -> dict[str, int]:
         """Calls per command since the server started (``INFO commandstats``)."""

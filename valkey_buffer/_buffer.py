@@ -56,9 +56,13 @@ class ValkeyStreamBuffer:
             ``DefaultAzureCredential`` when ``None``.
         max_pending_chunks: Entries one turn may queue before the callback waits (backpressure).
         max_batch: Entries written per round trip at most.
-        write_retry_seconds: How long a failed batch of chunks is retried before it is dropped and
-            counted, and how long the callback waits for a turn's end to be written (the end itself
-            is never dropped: it is retried in the background for as long as the stream lives).
+        write_retry_seconds: How long the callback waits for a turn's end to be written while Valkey
+            answers (while writes fail it returns at once), and how long :meth:`aclose` waits for
+            unwritten entries. Entries Valkey has not confirmed are never dropped for a failed write:
+            they are retried in the background for as long as the stream would live.
+        max_held_bytes: The memory the process's writers may hold in entries Valkey has not
+            confirmed (during an outage): past it, a turn gives up its oldest queued entries and
+            its end carries the committed text (``replace``). 128 MiB by default.
         token_refresh_margin_seconds: With Entra ID, renew tokens this long before they expire.
         live_feed: How live readers learn of new entries. ``auto`` (the default): one blocking
             multi-key read on a standalone server (``blocking``), sharded pub/sub notifications in
@@ -84,6 +88,7 @@ class ValkeyStreamBuffer:
         max_pending_chunks: int = 10_000,
         max_batch: int = 256,
         write_retry_seconds: float = 5.0,
+        max_held_bytes: int = 128 * 1024 * 1024,
         token_refresh_margin_seconds: float = 300.0,
         live_feed: Literal["auto", "blocking", "polling", "notifications"] = "auto",
         safety_poll_seconds: float = 5.0,
@@ -111,6 +116,7 @@ class ValkeyStreamBuffer:
             max_pending_chunks=max_pending_chunks,
             max_batch=max_batch,
             write_retry_seconds=write_retry_seconds,
+            max_held_bytes=max_held_bytes,
         )
         self.stats = self._writers.stats
 
@@ -143,7 +149,8 @@ class ValkeyStreamBuffer:
 
         When the streamed chunks are a prefix of the final text (the usual case) the remainder is
         appended; when they are not (the framework fell back to a non-streaming run after the
-        stream failed) or a write of the turn failed, a ``replace`` entry carries the full text. A
+        stream failed) or the stream may lack some (entries given up on, or lost by Valkey), a
+        ``replace`` entry carries the full text. A
         response that ``is_cancelled_response`` recognises ends with ``done`` plus ``cancelled="true"``.
         """
         try:
@@ -179,10 +186,11 @@ class ValkeyStreamBuffer:
     ) -> None:
         """End the turn with ``done`` after all its queued chunks.
 
-        Returns once the end is written, or after ``write_retry_seconds`` while Valkey fails: the
-        end is then retried in the background for as long as the stream lives. What the chunks
-        lack of ``final_text`` is appended, or it replaces them (``replace`` entry) when they are
-        not its prefix or a write failed. ``cancelled`` marks the ``done`` entry (``cancelled="true"``).
+        Returns once the end is written, after ``write_retry_seconds``, or at once while writes
+        fail: the end is then retried in the background for as long as the stream lives. What the
+        chunks lack of ``final_text`` is appended, or it replaces them (a ``replace`` entry) when
+        they are not its prefix or the stream may lack some of them. ``cancelled`` marks the
+        ``done`` entry (``cancelled="true"``).
 
         Raises:
             InvalidIdError: If an id is invalid.
@@ -410,7 +418,8 @@ class ValkeyStreamBuffer:
     async def aclose(self) -> None:
         """Write out queued entries of this event loop and close every client. Idempotent.
 
-        A turn end still being retried is given ``write_retry_seconds`` more, then abandoned.
+        Entries still being retried are given ``write_retry_seconds`` more, then abandoned (counted
+        as dropped).
         """
         await self._writers.flush_loop()
         await self._loops.aclose()

@@ -66,9 +66,14 @@ class StreamChunk:
             kind = "message"
         sequence = fields.get("sequence")
         timestamp = fields.get("timestamp")
+        text = fields.get("text", "")
+        if kind == "replace" and "replace_text" in fields:
+            # The committed text rides in a field of its own, so that a reader of the reference
+            # schema (it appends every ``text``) does not show it after the chunks.
+            text = fields["replace_text"]
         return cls(
             entry_id=entry_id,
-            text=fields.get("text", ""),
+            text=text,
             sequence=int(sequence) if sequence else None,
             correlation_id=fields.get("correlation_id") or None,
             agent=fields.get("agent") or None,

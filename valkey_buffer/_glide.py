@@ -26,6 +26,8 @@ from ._errors import ValkeyUnavailableError
 
 # The server's answer when it will not run a pub/sub command or allow a channel.
 _REFUSAL = re.compile(r"(no permissions|noperm|unknown command|disabled)[^\n]*(publish|subscribe|channel)", re.I)
+# The server's answer when it will not run scripts.
+_SCRIPTING_REFUSAL = re.compile(r"(no permissions|noperm|unknown command|disabled)[^\n]*(evalsha|script|eval)", re.I)
 
 ClientScope = Callable[[], AbstractAsyncContextManager[GlideAnyClient]]
 """Opens the running event loop's client; a GLIDE error inside becomes ``ValkeyUnavailableError``."""
@@ -53,6 +55,11 @@ def unavailable_on_glide_error(address: str) -> Iterator[None]:
 def is_pubsub_refusal(error: Exception) -> bool:
     """Whether ``error`` says that the server refuses pub/sub (not that it is unreachable)."""
     return isinstance(error, RequestError) and bool(_REFUSAL.search(str(error)))
+
+
+def is_scripting_refusal(error: Exception) -> bool:
+    """Whether ``error`` says that the server refuses Lua scripts (an ACL, a disabled command)."""
+    return isinstance(error, RequestError) and bool(_SCRIPTING_REFUSAL.search(str(error)))
 
 
 def add_notification(batch: Batch | ClusterBatch, channel: str) -> None:

@@ -49,8 +49,9 @@ async def test_callback_never_raises_and_the_turn_completes_while_valkey_is_down
     for piece in ["a", "b", "c"]:
         await buffer.on_streaming_response_update(update(piece), ctx)
     await buffer.on_agent_response(response("abc"), ctx)
-    assert time.monotonic() - started < 10
-    assert buffer.stats.entries_dropped >= 1 and buffer.stats.batch_failures >= 1
+    # The callback does not wait on the outage; the writer keeps the entries and retries them.
+    assert time.monotonic() - started < 2
+    assert buffer.stats.entries_dropped == 0 and buffer.stats.batch_failures >= 1
     assert await buffer.ping() is False
     with pytest.raises(ValkeyUnavailableError):
         await collect(buffer, session)

@@ -155,6 +155,38 @@ async def test_final_text_that_disagrees_with_the_stream_is_sent_as_replace(buff
     assert chunks_text(chunks) == "The complete, different answer."
 
 
+async def test_any_text_reaches_the_stream_byte_for_byte(buffer: ValkeyStreamBuffer) -> None:
+    # The write batch carries entries to the server's script as JSON: every character must survive it.
+    session = new_id()
+    pieces = [
+        "Ça coûte 5 € ",
+        "✈️ 𝄞 ",
+        '"quoted" \\ back\\slash ',
+        "line\nbreak\ttab\r ",
+        "nul\x00 ",
+        "[]{},:",
+        "\u2028\u2029",
+    ]
+    await stream_turn(buffer, session, "t", pieces)
+    chunks = await collect(buffer, session)
+    assert [c.text for c in chunks if c.kind == "message"] == pieces
+
+
+async def test_a_replace_entry_keeps_the_committed_text_out_of_text(
+    buffer: ValkeyStreamBuffer, valkey_server: ValkeyProcess
+) -> None:
+    # A reader of the reference schema appends every entry's text: the correction must not add to it.
+    session = new_id()
+    ctx = context(session, "t")
+    await buffer.on_streaming_response_update(update("Partial ans"), ctx)
+    await buffer.on_agent_response(response("The complete, different answer."), ctx)
+    raw = valkey_server.command("XRANGE", f"agent-stream:{session}", "-", "+")
+    entries = [dict(zip(e[1][::2], e[1][1::2], strict=True)) for e in raw]  # type: ignore[union-attr]
+    replace = next(fields for fields in entries if fields.get("replace") == "true")
+    assert replace["text"] == "" and replace["replace_text"] == "The complete, different answer."
+    assert "".join(fields["text"] for fields in entries) == "Partial ans"
+
+
 async def test_write_error_ends_the_turn_for_its_readers(buffer: ValkeyStreamBuffer) -> None:
     session = new_id()
     follower = asyncio.create_task(collect(buffer, session, correlation_id="t"))
