@@ -176,6 +176,7 @@ async def text_body(
     """
     sent = ""
     last_id = ""
+    calls: dict[str, StreamChunk] = {}  # tool calls whose result has not come yet
     async with contextlib.aclosing(_paced(chunks, heartbeat_seconds, max_duration_seconds)) as paced:
         async for item in paced:
             if isinstance(item, _Unavailable):
@@ -194,10 +195,26 @@ async def text_body(
                     sent = item.text
                     if addition:
                         yield addition
+                elif item.kind == "tool_call":
+                    calls[item.tool_call_id or ""] = item
+                elif item.kind == "tool_result":
+                    call = calls.pop(item.tool_call_id or "", None)
+                    yield _tool_line(call, item, after=sent)
                 elif item.kind == "cancelled":
                     yield "\n[stopped: the turn was cancelled]\n"
                 elif item.kind == "error":
                     yield f"\n[error] {item.error or 'error'}\n"
+
+
+def _tool_line(call: StreamChunk | None, result: StreamChunk | None, *, after: str) -> str:
+    """One line for a tool call and its result: ``[tool] name {arguments} -> result``."""
+    name = (call.tool_name if call else None) or "tool"
+    arguments = (call.tool_arguments if call else None) or ""
+    line = f"[tool] {name} {arguments}".rstrip()
+    if result is not None:
+        line += " -> " + " ".join((result.tool_result or "").split())
+    # Tool calls come before the text that quotes them, so the line usually opens the response.
+    return ("\n" if after and not after.endswith("\n") else "") + line + "\n"
 
 
 async def _paced(

@@ -210,8 +210,9 @@ class AgentHttpApi:
     async def session_history(self, req: Request, client: SupportsEntityClient) -> Response:
         """``GET /api/agents/{name}/sessions/{session_id}``: the session's turns, and the one that runs.
 
-        200 with ``turns`` (each: ``correlation_id``, ``message``, ``status``, and ``response`` or
-        ``error`` once committed; a running turn's message comes from its accepted-turn record)
+        200 with ``turns`` (each: ``correlation_id``, ``message``, ``status``, ``tool_calls`` (a committed
+        turn's, each ``call_id``, ``name``, ``arguments``, ``result``), and ``response`` or ``error``
+        once committed; a running turn's message comes from its accepted-turn record)
         and ``running``: the first turn still pending, with a ``stream_url`` to follow it, or null.
         404 for a session the agent does not know.
         """
@@ -226,6 +227,7 @@ class AgentHttpApi:
             "turns": [
                 {"correlation_id": turn.correlation_id, "message": turn.message}
                 | outcome_json(turn.outcome, message_count=False)
+                | {"tool_calls": list(turn.tool_calls)}
                 for turn in turns
             ],
             "running": None,

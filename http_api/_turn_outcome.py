@@ -11,12 +11,14 @@ from agent_framework_durabletask import (
     AgentSessionId,
     DurableAgentState,
     DurableAgentStateErrorContent,
+    DurableAgentStateFunctionCallContent,
+    DurableAgentStateFunctionResultContent,
     DurableAgentStateRequest,
     DurableAgentStateResponse,
 )
 
 from travel_agents import marks_cancelled
-from valkey_buffer import TurnOutcome, TurnStatus
+from valkey_buffer import TOOL_RESULT_MAX_CHARS, TurnOutcome, TurnStatus, result_text
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +103,30 @@ class SessionTurn:
     correlation_id: str
     message: str | None
     outcome: TurnOutcome
+    tool_calls: tuple[dict[str, Any], ...] = ()
+
+
+def committed_tool_calls(state: DurableAgentState, correlation_id: str) -> tuple[dict[str, Any], ...]:
+    """The tool calls of a committed turn, in order: ``call_id``, ``name``, ``arguments`` and ``result``.
+
+    The result is cut at ``TOOL_RESULT_MAX_CHARS``, as in the stream.
+    """
+    calls: dict[str, dict[str, Any]] = {}
+    for entry in state.data.conversation_history:
+        if entry.correlation_id != correlation_id or not isinstance(entry, DurableAgentStateResponse):
+            continue
+        for message in entry.messages:
+            for content in message.contents:
+                if isinstance(content, DurableAgentStateFunctionCallContent):
+                    calls[content.call_id] = {
+                        "call_id": content.call_id,
+                        "name": content.name,
+                        "arguments": content.arguments,
+                        "result": None,
+                    }
+                elif isinstance(content, DurableAgentStateFunctionResultContent) and content.call_id in calls:
+                    calls[content.call_id]["result"] = result_text(content)[:TOOL_RESULT_MAX_CHARS]
+    return tuple(calls.values())
 
 
 async def read_session_turns(
@@ -122,5 +148,8 @@ async def read_session_turns(
         if isinstance(entry, DurableAgentStateRequest) and entry.correlation_id:
             message = "".join(m.text for m in entry.messages)
             outcome = outcome_from_state(state, entry.correlation_id)
-            turns.append(SessionTurn(correlation_id=entry.correlation_id, message=message, outcome=outcome))
+            calls = committed_tool_calls(state, entry.correlation_id) if outcome.is_committed else ()
+            turns.append(
+                SessionTurn(correlation_id=entry.correlation_id, message=message, outcome=outcome, tool_calls=calls)
+            )
     return turns

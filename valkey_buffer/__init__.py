@@ -7,18 +7,20 @@ agent's response callback and read the streams back as ``StreamChunk``s, live or
 from ._accepted_turns import AcceptedTurn
 from ._buffer import ValkeyStreamBuffer
 from ._cancel_watch import CANCEL_CHECK_SECONDS, CancelWatch, cancel_key
-from ._chunk import StreamChunk
+from ._chunk import TOOL_RESULT_MAX_CHARS, StreamChunk
 from ._connection import EntraTokenSource
 from ._errors import InvalidCursorError, InvalidIdError, StreamInputError, ValkeyUnavailableError
 from ._ids import parse_cursor, stream_key, validate_id
 from ._live_feed import ReaderStats
 from ._settings import ValkeySettings, parse_flag
 from ._telemetry import current_trace_headers, trace_context_from_headers
+from ._tool_contents import result_text
 from ._turn_outcome import CommittedTurnLookup, TurnOutcome, TurnStatus
 from ._turn_writer import WriteStats
 
 __all__ = [
     "CANCEL_CHECK_SECONDS",
+    "TOOL_RESULT_MAX_CHARS",
     "AcceptedTurn",
     "CancelWatch",
     "CommittedTurnLookup",
@@ -38,6 +40,7 @@ __all__ = [
     "current_trace_headers",
     "parse_cursor",
     "parse_flag",
+    "result_text",
     "stream_key",
     "trace_context_from_headers",
     "validate_id",

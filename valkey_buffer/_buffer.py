@@ -30,6 +30,7 @@ from ._notifications import PubSubSupport
 from ._settings import ValkeySettings
 from ._stream_reads import StreamReads
 from ._telemetry import ReaderTelemetry
+from ._tool_contents import result_text
 from ._turn_outcome import CommittedTurnLookup
 from ._writers import TurnWriters
 
@@ -133,16 +134,36 @@ class ValkeyStreamBuffer:
     # ----- the callback protocol (agent_framework_durabletask.AgentResponseCallbackProtocol) -----
 
     async def on_streaming_response_update(self, update: AgentResponseUpdate, context: AgentCallbackContext) -> None:
-        """Queue one streamed chunk; returns at once unless the turn's queue is full. Never raises."""
-        text = update.text
-        if not text:
+        """Queue one streamed update's text and tool activity; returns at once unless the turn's queue is full.
+
+        Function-call contents become ``tool_call`` entries and function-result contents
+        ``tool_result`` entries, in the order the update holds them. A model streams a call's
+        arguments in pieces (the first piece names the call, later ones may carry no id): the pieces
+        are joined and the call is written once something else of the turn follows it. Never raises.
+        """
+        contents = update.contents or []
+        if not any(content.type in ("function_call", "function_result") for content in contents):
+            text = update.text
+            if not text:
+                return
+            try:
+                await self.write_chunk(
+                    _session_of(context), text, correlation_id=context.correlation_id, agent=context.agent_name
+                )
+            except Exception:
+                logger.exception("Could not queue a streamed chunk for %s", context.session_id)
             return
         try:
-            await self.write_chunk(
-                _session_of(context), text, correlation_id=context.correlation_id, agent=context.agent_name
-            )
+            writer = self._writers.turn(_session_of(context), context.correlation_id, context.agent_name)
+            for content in contents:
+                if content.type == "function_call":
+                    writer.note_call_piece(content.call_id or "", content.name or "", content.arguments)
+                elif content.type == "function_result":
+                    await writer.add_tool_result(content.call_id or "", result_text(content))
+                elif content.type == "text" and content.text:
+                    await writer.add(content.text)
         except Exception:
-            logger.exception("Could not queue a streamed chunk for %s", context.session_id)
+            logger.exception("Could not queue a streamed update for %s", context.session_id)
 
     async def on_agent_response(self, response: AgentResponse, context: AgentCallbackContext) -> None:
         """End the turn with its final text: what the stream lacks of it, then ``done``. Never raises.

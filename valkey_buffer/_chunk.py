@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-ChunkKind = Literal["message", "replace", "done", "cancelled", "error"]
+TOOL_RESULT_MAX_CHARS = 4000
+"""A tool result longer than this is cut to it in the stream (the committed history keeps it whole)."""
+
+ChunkKind = Literal["message", "replace", "tool_call", "tool_result", "done", "cancelled", "error"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,14 @@ class StreamChunk:
         timestamp_ms: When the entry was written, in milliseconds since the epoch.
         run: Which run of the turn wrote the entry, if the writer recorded it: a turn run again (the
             durable runtime re-runs an operation whose worker died) writes under a new run id.
+        tool_call_id: The call a ``tool_call`` or ``tool_result`` chunk belongs to.
+        tool_name: The tool a ``tool_call`` chunk calls.
+        tool_arguments: The arguments of a ``tool_call`` chunk, as JSON text.
+        tool_result: The result of a ``tool_result`` chunk as text, cut at ``TOOL_RESULT_MAX_CHARS``.
+        tool_result_truncated: Whether ``tool_result`` was cut.
+
+    Tool chunks keep ``text`` empty: a reader of the reference schema (it appends every entry's
+    ``text``) does not show them.
     """
 
     entry_id: str
@@ -38,6 +50,11 @@ class StreamChunk:
     error: str | None = None
     timestamp_ms: int | None = None
     run: str | None = None
+    tool_call_id: str | None = None
+    tool_name: str | None = None
+    tool_arguments: str | None = None
+    tool_result: str | None = None
+    tool_result_truncated: bool = False
 
     @property
     def is_done(self) -> bool:
@@ -62,6 +79,10 @@ class StreamChunk:
             kind = "cancelled" if fields.get("cancelled") == "true" else "done"
         elif fields.get("replace") == "true":
             kind = "replace"
+        elif fields.get("tool") == "call":
+            kind = "tool_call"
+        elif fields.get("tool") == "result":
+            kind = "tool_result"
         else:
             kind = "message"
         sequence = fields.get("sequence")
@@ -81,4 +102,19 @@ class StreamChunk:
             error=fields.get("error") if kind == "error" else None,
             timestamp_ms=int(timestamp) if timestamp else None,
             run=fields.get("run") or None,
+            tool_call_id=fields.get("call_id") or None,
+            tool_name=fields.get("tool_name") or None,
+            tool_arguments=fields.get("arguments") if kind == "tool_call" else None,
+            tool_result=fields.get("result") if kind == "tool_result" else None,
+            tool_result_truncated=fields.get("result_truncated") == "true",
         )
+
+    def tool_json(self) -> dict[str, object]:
+        """A tool chunk as JSON: ``call_id`` and ``name`` plus ``arguments`` (parsed), or ``result``."""
+        if self.kind == "tool_call":
+            try:
+                arguments: object = json.loads(self.tool_arguments or "{}")
+            except ValueError:
+                arguments = self.tool_arguments
+            return {"call_id": self.tool_call_id, "name": self.tool_name, "arguments": arguments}
+        return {"call_id": self.tool_call_id, "result": self.tool_result, "truncated": self.tool_result_truncated}

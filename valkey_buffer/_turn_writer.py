@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
 import logging
 import secrets
 import time
@@ -22,6 +23,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from ._chunk import TOOL_RESULT_MAX_CHARS
 from ._idempotent_append import Entry
 from ._telemetry import TurnTelemetry
 
@@ -132,6 +134,7 @@ class TurnWriter:
         self.run = secrets.token_hex(4)
         self._next_sequence = 0
         self._confirmed = -1  # the highest sequence Valkey has confirmed
+        self._calls: dict[str, list[str]] = {}  # tool calls being streamed: call id -> [name, arguments]
         self._queued_text: list[str] = []  # every chunk's text, in order: what the stream should add up to
         self._uncertain = False  # the stream may lack entries of this turn (given up on, or lost by Valkey)
         self._healthy = True
@@ -152,14 +155,59 @@ class TurnWriter:
 
     async def add(self, text: str) -> None:
         """Queue a text chunk; waits only while the queue is full and Valkey answers."""
+        await self._add([("text", text)], text=text)
+
+    async def add_tool_result(self, call_id: str, result: str) -> None:
+        """Queue a tool's result, cut at ``TOOL_RESULT_MAX_CHARS``; ``text`` stays empty."""
+        fields = [("text", ""), ("tool", "result"), ("call_id", call_id), ("result", result[:TOOL_RESULT_MAX_CHARS])]
+        if len(result) > TOOL_RESULT_MAX_CHARS:
+            fields.append(("result_truncated", "true"))
+        await self._add(fields)
+
+    def note_call_piece(self, call_id: str, name: str, arguments: object) -> None:
+        """Remember a piece of a streamed tool call; it is queued before the turn's next entry.
+
+        A piece without a call id continues the last call. ``arguments`` is a mapping (a whole call)
+        or JSON text (a piece of it, joined with the others).
+        """
+        if call_id and call_id not in self._calls:
+            self._calls[call_id] = [name, ""]
+        elif not self._calls:
+            return
+        call = self._calls[call_id] if call_id else self._calls[next(reversed(self._calls))]
+        if name and not call[0]:
+            call[0] = name
+        if isinstance(arguments, str):
+            call[1] += arguments
+        elif arguments is not None:
+            call[1] = json.dumps(arguments, ensure_ascii=False, default=str)
+
+    def _take_calls(self) -> list[Fields]:
+        calls: list[Fields] = [
+            [("text", ""), ("tool", "call"), ("call_id", call_id), ("tool_name", name), ("arguments", args or "{}")]
+            for call_id, (name, args) in self._calls.items()
+        ]
+        self._calls.clear()
+        return calls
+
+    async def _add(self, fields: Fields, *, text: str | None = None) -> None:
         if self._ended:
             raise RuntimeError(f"turn {self.correlation_id} has ended: no chunk may follow its end")
+        # Calls being streamed are complete once something else of the turn follows them.
+        if self._calls:
+            for call in self._take_calls():
+                await self._add_entry(call, text=None)
+        await self._add_entry(fields, text=text)
+
+    async def _add_entry(self, fields: Fields, *, text: str | None) -> None:
         self.last_activity = time.monotonic()
         while len(self._pending) >= self._max_pending and self._healthy:
             self._space.clear()
             await self._space.wait()
-        self._queued_text.append(text)
-        self._queue(self._entry([("text", text)]))
+        if text is not None:
+            # Only text counts towards what the committed answer is compared with.
+            self._queued_text.append(text)
+        self._queue(self._entry(fields))
         self._start_flushing()
 
     def end(self, *, final_text: str | None = None, error: str | None = None, cancelled: bool = False) -> None:
@@ -172,6 +220,9 @@ class TurnWriter:
         """
         if self._ended:
             return
+        for call in self._take_calls():
+            # A call no result followed (the turn failed or stopped): it still shows, before the end.
+            self._queue(self._entry(call))
         self._ended = True
         self.last_activity = time.monotonic()
         self._pending.append(_TurnEnd(final_text=final_text, error=error, cancelled=cancelled))
