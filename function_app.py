@@ -68,6 +68,14 @@ async def agent_run(req: Request, client: df.DurableOrchestrationClient) -> Resp
     return await api.run_turn(req, client)
 
 
+@app.function_name("agent_ag_ui")
+@app.route(route=Routes.AGUI, methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def agent_ag_ui(req: Request, client: df.DurableOrchestrationClient) -> Response:
+    """Run a turn as an AG-UI 1.0 run (RunAgentInput in, AG-UI events out); re-attach by runId."""
+    return await api.agui_run(req, client)
+
+
 @app.function_name("agent_stream")
 @app.route(route=Routes.STREAM, methods=["POST"])
 @app.durable_client_input(client_name="client")

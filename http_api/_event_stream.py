@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from valkey_buffer import StreamChunk, ValkeyUnavailableError
 
+from ._agui_events import AguiTranslator, encode_event
 from ._settings import StreamSettings
 from ._sse import chunk_to_sse, encode_sse_comment, encode_sse_event
 
@@ -215,6 +216,43 @@ def _tool_line(call: StreamChunk | None, result: StreamChunk | None, *, after: s
         line += " -> " + " ".join((result.tool_result or "").split())
     # Tool calls come before the text that quotes them, so the line usually opens the response.
     return ("\n" if after and not after.endswith("\n") else "") + line + "\n"
+
+
+async def agui_body(
+    chunks: AsyncIterator[StreamChunk],
+    translator: AguiTranslator,
+    *,
+    cursor: str,
+    heartbeat_seconds: float,
+    max_duration_seconds: float,
+    retry_ms: int,
+) -> AsyncIterator[str]:
+    """Yield an AG-UI run as SSE: ``RUN_STARTED``, the turn's events, heartbeats while idle.
+
+    Args:
+        chunks: The buffer's reader of the turn; it is closed when the body ends.
+        translator: The run's translator (see ``_agui_events``).
+        cursor: Where the response begins: ``RUN_STARTED`` carries it as its id.
+        heartbeat_seconds: Send a comment line after this long without an event.
+        max_duration_seconds: End after this long with a ``retry:`` hint (re-attach with ``Last-Event-ID``).
+        retry_ms: The reconnect delay in the hint.
+    """
+    previous = cursor
+    yield encode_event(translator.run_started(), previous)
+    async with contextlib.aclosing(_paced(chunks, heartbeat_seconds, max_duration_seconds)) as paced:
+        async for item in paced:
+            if isinstance(item, StreamChunk):
+                text, previous = translator.sse(item, previous)
+                if text:
+                    yield text
+            elif isinstance(item, _Heartbeat):
+                yield encode_sse_comment()
+            elif isinstance(item, _Unavailable):
+                # Not the run's failure: the client re-attaches later (same runId, Last-Event-ID).
+                yield encode_sse_comment(item.message)
+            else:
+                yield encode_sse_comment("time limit of this response reached: re-attach with Last-Event-ID")
+                yield f"retry: {retry_ms}\n\n"
 
 
 async def _paced(

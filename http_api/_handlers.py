@@ -25,8 +25,10 @@ from valkey_buffer import (
     validate_id,
 )
 
+from ._agui_events import AguiTranslator
+from ._agui_input import parse_agui_input
 from ._errors import RequestError
-from ._event_stream import DeadlineStreamingResponse, stream_response
+from ._event_stream import DeadlineStreamingResponse, agui_body, stream_response
 from ._responses import json_error, outcome_json
 from ._routes import DEFAULT_ROUTE_PREFIX, Routes, route, route_path
 from ._run_input import parse_run_input
@@ -144,6 +146,46 @@ class AgentHttpApi:
         }
         headers = {**_id_headers(turn.session_id, turn.correlation_id), STREAM_URL_RESPONSE_HEADER: stream_url}
         return self._stream(req, chunks, headers=headers, prelude=[encode_sse_event(json.dumps(start), event="start")])
+
+    @route(Routes.AGUI)
+    async def agui_run(self, req: Request, client: SupportsEntityClient) -> Response:
+        """``POST /api/agents/{name}/ag-ui``: an AG-UI 1.0 run of the agent, streamed as AG-UI events.
+
+        The body is a ``RunAgentInput`` (``threadId`` the session, ``runId`` the turn; see
+        ``_agui_input``). A ``runId`` the thread has accepted already re-attaches to that turn
+        instead of starting another: from its start, or after ``Last-Event-ID``. Every event's
+        SSE ``id`` is a stream entry id (see ``_agui_events``).
+        """
+        agent = self._agent(req)
+        run = await parse_agui_input(req)
+        session_id, correlation_id = run.session_id, run.correlation_id
+        lookup = self.turns.committed_lookup(client, session_id, agent)
+        if await self.buffer.accepted_turn(session_id, correlation_id) is not None:
+            cursor = parse_cursor(req.headers.get("last-event-id"))
+            await self.buffer.check_cursor(session_id, cursor)
+            chunks = self.buffer.read_stream(session_id, cursor, correlation_id=correlation_id, committed_turn=lookup)
+        else:
+            turn = NewTurn(agent, session_id, correlation_id, run.run_input())
+            cursor = await self.buffer.latest_entry_id(session_id)
+            await self.turns.start(client, turn)
+            chunks = self.buffer.read_stream(
+                session_id, cursor, correlation_id=correlation_id, committed_turn=lookup, resumed=False
+            )
+        settings = self.stream_settings
+        body = agui_body(
+            chunks,
+            AguiTranslator(session_id, correlation_id, run.messages),
+            cursor=cursor or "0",
+            heartbeat_seconds=settings.heartbeat_seconds,
+            max_duration_seconds=settings.max_duration_seconds,
+            retry_ms=settings.retry_ms,
+        )
+        return DeadlineStreamingResponse(
+            body,
+            max_seconds=settings.max_duration_seconds + settings.heartbeat_seconds + 5,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **_id_headers(session_id, correlation_id)},
+        )
 
     @route(Routes.RESUME)
     async def resume_stream(self, req: Request, client: SupportsEntityClient) -> Response:

@@ -26,6 +26,7 @@ class Routes:
 
     RUN = "agents/{name}/run"
     STREAM = "agents/{name}/stream"
+    AGUI = "agents/{name}/ag-ui"
     RESUME = "agent/stream/{session_id}"
     STREAM_WITH_TOKEN = "streams/{session_id}"
     SESSION = "agents/{name}/sessions/{session_id}"

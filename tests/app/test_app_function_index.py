@@ -24,6 +24,7 @@ EXPECTED_HTTP = {
     # function name: (route, methods, auth level, takes a durable client)
     "agent_run": ("agents/{name}/run", ["POST"], "FUNCTION", True),
     "agent_stream": ("agents/{name}/stream", ["POST"], "FUNCTION", True),
+    "agent_ag_ui": ("agents/{name}/ag-ui", ["POST"], "FUNCTION", True),
     "agent_stream_resume": ("agent/stream/{session_id}", ["GET"], "FUNCTION", True),
     "agent_turn_status": ("agents/{name}/sessions/{session_id}/turns/{correlation_id}", ["GET"], "FUNCTION", True),
     "agent_stream_with_token": ("streams/{session_id}", ["GET"], "ANONYMOUS", True),
