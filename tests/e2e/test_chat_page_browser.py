@@ -237,3 +237,30 @@ def test_markup_from_the_user_or_the_model_is_shown_never_run(browser: Browser, 
     shot = SCREENSHOT.with_name("chat_page_markup_shown.png")
     page.screenshot(path=str(shot), full_page=True)
     context.close()
+
+
+def test_tool_calls_show_collapsed_live_and_after_a_reload(browser: Browser, page_host: DevHostProcess) -> None:
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
+    page = context.new_page()
+    page.goto(f"{page_host.url}/api/chat?code=local-test-key")
+    page.wait_for_function("window.chatState.agent !== null")
+    page.fill("#message", "Three days in Lisbon in May?")
+    page.click("#send")
+    # Live: the call shows before the answer is complete.
+    page.wait_for_function("window.chatState.turns.length === 1 && window.chatState.turns[0].tools.length === 1")
+    assert _turn(page, 0, "turn.status") != "completed", "the tool call showed only at the end"
+    page.wait_for_function("window.chatState.turns[0].status === 'completed'", timeout=30_000)
+    tool = page.locator(".turn .tools details").first
+    assert tool.inner_text().startswith("Called get_destination_weather: Lisbon, May")
+    assert tool.get_attribute("open") is None, "tool calls are collapsed by default"
+    assert not page.locator(".turn .tools .tool-result").first.is_visible()
+    tool.locator("summary").click()
+    assert page.locator(".turn .tools .tool-result").first.inner_text() == "Lisbon in May: sunny, 20 °C."
+
+    page.reload()
+    page.wait_for_function("window.chatState.turns.length === 1 && window.chatState.turns[0].status === 'completed'")
+    restored = page.locator(".turn .tools details").first
+    assert restored.get_attribute("open") is None
+    assert restored.locator("summary").inner_text() == "Called get_destination_weather: Lisbon, May"
+    assert _turn(page, 0, "turn.tools[0].result") == "Lisbon in May: sunny, 20 °C."
+    context.close()
