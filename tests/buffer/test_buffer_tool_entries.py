@@ -65,7 +65,9 @@ async def _turn_with_a_tool(
     for call_piece in _call_pieces():
         await writer.on_streaming_response_update(call_piece, ctx)
     await writer.on_streaming_response_update(_result(result), ctx)
-    for piece in AFTER:
+    for index, piece in enumerate(AFTER, start=len(BEFORE)):
+        if fault is not None:
+            await fault(index)  # type: ignore[operator]
         await writer.on_streaming_response_update(update(piece), ctx)
         await asyncio.sleep(0.01)
     await writer.on_agent_response(response(ANSWER), ctx)
@@ -136,6 +138,8 @@ async def test_tool_entries_are_written_once_with_replies_held_past_the_timeout(
             # Held from just before the tool call until well after it: its writes time out and are retried.
             if index == len(BEFORE) - 2:
                 proxy.hold_replies(HOLD_SECONDS)
+            elif index == len(BEFORE) + 20:
+                proxy.hold_replies(0)
 
         await _turn_with_a_tool(writer, session, fault=fault)
         entries = await _stored_turn(valkey_server, session, 20)
