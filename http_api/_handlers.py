@@ -212,7 +212,9 @@ class AgentHttpApi:
         """
         session_id = validate_id(req.path_params.get("session_id"), "session_id")
         correlation_id = _optional_id(req.query_params.get("correlation_id"), "correlation_id")
-        grant = await self.tokens.check(req.query_params.get("token"))
+        # The token comes in the URL (EventSource cannot send headers) or as ``Authorization: Bearer``
+        # (a fetch client: then no host request log holds it).
+        grant = await self.tokens.check(req.query_params.get("token") or _bearer_token(req))
         correlation_id = correlation_id or grant.correlation_id
         if not grant.allows(session_id, correlation_id):
             raise RequestError("The stream token is for another stream.", 403)
@@ -383,6 +385,11 @@ def _outcome_response(agent: str, session_id: str, correlation_id: str, outcome:
     if outcome.status == "not_found":
         return json_error("No such turn: it was never accepted by this agent, or it has expired.", 404, **body)
     return JSONResponse(body, status_code=200)
+
+
+def _bearer_token(req: Request) -> str | None:
+    scheme, _, token = req.headers.get("authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 def _token_scope(req: Request) -> bool:

@@ -72,8 +72,11 @@ def test_page_resumes_after_a_network_cut_and_shows_the_committed_answer_once(
 ) -> None:
     context = browser.new_context(viewport={"width": 1000, "height": 700})
     page = context.new_page()
-    api_calls: list[str] = []
-    page.on("request", lambda request: api_calls.append(request.url) if "/api/chat" not in request.url else None)
+    api_calls: list[tuple[str, dict[str, str]]] = []
+    page.on(
+        "request",
+        lambda request: api_calls.append((request.url, request.headers)) if "/api/chat" not in request.url else None,
+    )
     page.goto(f"http://127.0.0.1:{proxy.port}/api/chat?code=local-test-key")
     page.wait_for_function("window.chatState.agent !== null")
 
@@ -117,13 +120,14 @@ def test_page_resumes_after_a_network_cut_and_shows_the_committed_answer_once(
     assert _turn(page, 1, "turn.status") == "failed"
     assert _turn(page, 1, "turn.sessionId") == session_id
 
-    # The function key the page was opened with goes along with every API call (EventSource included).
-    # Streams are followed by their stream_url (a token for that stream): the function key goes only
-    # with the calls that start turns and read their status.
-    streams = [url for url in api_calls if "/api/streams/" in url]
-    others = [url for url in api_calls if "/api/streams/" not in url]
-    assert streams and all("token=" in url and "code=" not in url for url in streams), streams
-    assert others and all("code=local-test-key" in url for url in others), others
+    # No secret in a URL the page requests (host request logs record URLs): the function key goes in
+    # the x-functions-key header, a stream's token in the Authorization header of the fetch that reads it.
+    streams = [call for call in api_calls if "/api/streams/" in call[0]]
+    others = [call for call in api_calls if "/api/streams/" not in call[0]]
+    assert streams and others
+    assert all("token=" not in url and "code=" not in url for url, _ in api_calls), [url for url, _ in api_calls]
+    assert all(headers.get("authorization", "").startswith("Bearer ") for _, headers in streams), streams
+    assert all(headers.get("x-functions-key") == "local-test-key" for _, headers in others), others
 
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
