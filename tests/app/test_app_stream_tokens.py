@@ -52,6 +52,21 @@ async def test_a_stream_url_follows_its_turn_without_the_function_key_and_resume
     assert [e.id for e in rest] == [e.id for e in events[[e.id for e in events].index(cut) + 1 :]]
 
 
+async def test_the_token_may_come_as_a_bearer_header_instead_of_in_the_url(
+    http: httpx.AsyncClient, durable: DurableClientDouble
+) -> None:
+    started = await _run(http, "Two days in Oslo")
+    url = httpx.URL(started["stream_url"])
+    token = url.params["token"]
+    bare = str(url.copy_remove_param("token"))
+
+    events = await _events(http, bare, headers={"Authorization": f"Bearer {token}"})
+    assert events[-1].event == "done"
+    refused = await http.get(bare, headers={"Authorization": "Bearer not-a-token"})
+    assert refused.status_code == 401
+    assert (await http.get(bare)).status_code == 401
+
+
 async def test_a_session_scoped_token_follows_every_turn_of_its_session(
     http: httpx.AsyncClient, durable: DurableClientDouble
 ) -> None:
