@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
+import pytest
 from agent_framework import AgentResponseUpdate, Content
 
 from tests.buffer.helpers import MakeBuffer, context, new_id, response, update
 from tests.buffer.test_buffer_stream_exactly_once import (
     HOLD_SECONDS,
     _entries,
+    _pausing,
     _stored_turn,
     _writer_settings,
     reference_reader_text,
@@ -154,3 +157,25 @@ async def test_tool_entries_are_written_once_with_replies_held_past_the_timeout(
         await writer.aclose()
     finally:
         proxy.close()
+
+
+@pytest.mark.timeout(120)
+async def test_tool_entries_are_written_once_through_an_outage_of_valkey(
+    make_valkey_server: Callable[[], ValkeyProcess], make_buffer: MakeBuffer
+) -> None:
+    server = make_valkey_server()
+    writer = make_buffer(_writer_settings(server.host, server.port))
+    session = new_id()
+    # Frozen (SIGSTOP) a few chunks before the tool call, for longer than the whole turn takes.
+    fault, thawing = _pausing([server], 4.0, at=len(BEFORE) - 3)
+
+    await _turn_with_a_tool(writer, session, fault=fault)
+    assert thawing and not thawing[0].done(), "the turn outlived the pause: make the pause longer"
+    await thawing[0]
+    entries = await _stored_turn(server, session, 30)
+
+    assert writer.stats.batch_failures >= 1, "the fault did not bite"
+    assert [f.get("tool") for f in entries if "tool" in f] == ["call", "result"]
+    keys = [(f["correlation_id"], f["run"], f["sequence"]) for f in entries]
+    assert len(keys) == len(set(keys)), "an entry is in the stream twice"
+    assert reference_reader_text(entries) == (ANSWER, True)
