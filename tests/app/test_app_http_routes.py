@@ -283,7 +283,8 @@ async def test_chat_page_is_served_as_html(http: httpx.AsyncClient) -> None:
 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
-    assert "EventSource" in response.text
+    # It follows streams with fetch (headers carry the key and the token), resuming with Last-Event-ID.
+    assert "Last-Event-ID" in response.text and "EventSource(" not in response.text
 
 
 def _entity_id(signal: Signal) -> df.EntityId:
