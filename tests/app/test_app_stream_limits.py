@@ -27,7 +27,7 @@ from valkey_buffer import ValkeyStreamBuffer
 
 @pytest.fixture
 async def short_stream_url(buffer: ValkeyStreamBuffer) -> AsyncIterator[str]:
-    """The resume route of an API whose responses last 1 s at most, with heartbeats every 0.2 s."""
+    """The resume and AG-UI routes of an API whose responses last 1 s at most, with heartbeats every 0.2 s."""
     api = AgentHttpApi(
         buffer=buffer,
         agent_names=["TravelAgent"],
@@ -38,7 +38,15 @@ async def short_stream_url(buffer: ValkeyStreamBuffer) -> AsyncIterator[str]:
     async def resume(request: Request) -> Response:
         return await api.resume_stream(request, durable)
 
-    app = Starlette(routes=[Route("/api/agent/stream/{session_id}", resume)])
+    async def agui(request: Request) -> Response:
+        return await api.agui_run(request, durable)
+
+    app = Starlette(
+        routes=[
+            Route("/api/agent/stream/{session_id}", resume),
+            Route("/api/agents/{name}/ag-ui", agui, methods=["POST"]),
+        ]
+    )
     async with serve(app) as url:
         yield url
 
@@ -50,6 +58,29 @@ async def test_idle_stream_sends_heartbeats_then_ends_on_time_with_a_retry_hint(
     elapsed = time.monotonic() - started
 
     assert response.status_code == 200
+    assert response.text.count(": keep-alive\n\n") >= 3
+    assert response.text.endswith("retry: 1500\n\n")
+    assert 0.9 < elapsed < 3.0
+
+
+async def test_an_idle_ag_ui_run_sends_heartbeats_then_ends_on_time_with_a_retry_hint(
+    short_stream_url: str, buffer: ValkeyStreamBuffer
+) -> None:
+    # A run the thread has accepted whose turn writes nothing yet: the AG-UI route re-attaches to it.
+    session_id, correlation_id = uuid.uuid4().hex, uuid.uuid4().hex
+    await buffer.record_turn_accepted(session_id, correlation_id, "TravelAgent", message="Lisbon?")
+    run = {
+        "threadId": session_id,
+        "runId": correlation_id,
+        "messages": [{"id": uuid.uuid4().hex, "role": "user", "content": "Lisbon?"}],
+    }
+    started = time.monotonic()
+    async with httpx.AsyncClient(base_url=short_stream_url, timeout=10) as http:
+        response = await http.post("/api/agents/TravelAgent/ag-ui", json=run)
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 200
+    assert response.text.count('"type":"RUN_STARTED"') == 1
     assert response.text.count(": keep-alive\n\n") >= 3
     assert response.text.endswith("retry: 1500\n\n")
     assert 0.9 < elapsed < 3.0
