@@ -12,11 +12,10 @@ from pathlib import Path
 
 import azure.durable_functions as df
 import azure.functions as func
-from agent_framework_azurefunctions import AgentFunctionApp
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from http_api import AgentHttpApi, Routes, RunInputSettings, StreamSettings, route_prefix_from_host_json
-from travel_agents import ModelSettings, build_agents, is_cancelled_response
+from travel_agents import ModelSettings, StreamingAgentFunctionApp, build_agents, build_workflows, is_cancelled_response
 from valkey_buffer import ValkeyStreamBuffer
 
 APP_DIR = Path(__file__).parent
@@ -36,11 +35,16 @@ buffer = ValkeyStreamBuffer.from_env(is_cancelled_response=is_cancelled_response
 # (through the buffer, from any instance) stops (see travel_agents/_turn_*.py).
 agents = build_agents(model_settings, buffer=buffer)
 
+# The workflows (travel_agents/_trip_planner.py): each runs as the durable orchestration `dafx-{name}`;
+# its agents are entities keyed by the instance id, so all its steps stream into the instance's stream.
+workflows = build_workflows(model_settings, buffer=buffer)
+
 # The app: one durable entity `dafx-{name}` per agent, with the buffer as every agent's callback. The
 # built-in HTTP routes use func.HttpRequest, which cannot share an app with streaming routes: they are
-# off, and the routes below keep their request and response shapes.
-app = AgentFunctionApp(
+# off (the workflows' too: StreamingAgentFunctionApp), and the routes below keep their shapes.
+app = StreamingAgentFunctionApp(
     agents=agents,
+    workflows=workflows,
     default_callback=buffer,
     enable_http_endpoints=False,
     enable_health_check=False,
@@ -57,6 +61,7 @@ api = AgentHttpApi(
     chat_page=APP_DIR / "static" / "chat.html",
     run_input_settings=run_input_settings,
     route_prefix=route_prefix_from_host_json(APP_DIR),
+    workflow_names=list(app.workflows),
 )
 
 
@@ -125,6 +130,46 @@ async def agent_turn_status(req: Request, client: df.DurableOrchestrationClient)
 async def agent_turn_cancel(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """Stop a turn, on whichever instance runs it: 202 cancelling, or its outcome when it has ended."""
     return await api.cancel_turn(req, client)
+
+
+@app.function_name("workflow_run")
+@app.route(route=Routes.WORKFLOW_RUN, methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def workflow_run(req: Request, client: df.DurableOrchestrationClient) -> Response:
+    """Start a workflow instance: 202 with its instanceId, statusQueryGetUri and stream_url."""
+    return await api.workflows.run(req, client)
+
+
+@app.function_name("workflow_status")
+@app.route(route=Routes.WORKFLOW_STATUS, methods=["GET"])
+@app.durable_client_input(client_name="client")
+async def workflow_status(req: Request, client: df.DurableOrchestrationClient) -> Response:
+    """A workflow instance's status, pending human-input requests and steps."""
+    return await api.workflows.status(req, client)
+
+
+@app.function_name("workflow_respond")
+@app.route(route=Routes.WORKFLOW_RESPOND, methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def workflow_respond(req: Request, client: df.DurableOrchestrationClient) -> Response:
+    """Answer a workflow instance's pending human-input request (once)."""
+    return await api.workflows.respond(req, client)
+
+
+@app.function_name("workflow_cancel")
+@app.route(route=Routes.WORKFLOW_CANCEL, methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def workflow_cancel(req: Request, client: df.DurableOrchestrationClient) -> Response:
+    """Cancel a workflow instance and stop its running agent step."""
+    return await api.workflows.cancel(req, client)
+
+
+@app.function_name("workflow_stream")
+@app.route(route=Routes.WORKFLOW_STREAM, methods=["GET"])
+@app.durable_client_input(client_name="client")
+async def workflow_stream(req: Request, client: df.DurableOrchestrationClient) -> Response:
+    """A workflow instance's stream (SSE) until the workflow ends, resumable with Last-Event-ID."""
+    return await api.workflows.stream(req, client)
 
 
 @app.function_name("health")

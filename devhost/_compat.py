@@ -114,10 +114,14 @@ def user_function_of(handler: Any) -> Any:
     return getattr(handler, "client_function", handler)
 
 
-def agents_of(app: Any) -> list[Any]:
-    """The agents an ``AgentFunctionApp`` hosts (its ``agents``: name -> agent); none for another function app."""
+def agents_of(app: Any) -> dict[str, Any]:
+    """The agents an ``AgentFunctionApp`` hosts by the name their entity is registered under (its ``agents``).
+
+    That name is the agent's own, or ``{workflow}-{executor id}`` for an agent of a hosted workflow
+    (its entity is ``dafx-{that name}``); none for another function app.
+    """
     agents = getattr(app, "agents", None)
-    return list(agents.values()) if isinstance(agents, dict) else []
+    return dict(agents) if isinstance(agents, dict) else {}
 
 
 def callback_of(app: Any) -> Any:
@@ -177,7 +181,7 @@ def _durable_client_wrapper_keeps_the_function() -> bool:
 def _agent_app_keeps_agents_and_callback() -> bool:
     callback = object()
     app = AgentFunctionApp(enable_http_endpoints=False, enable_health_check=False, default_callback=callback)
-    return isinstance(app.agents, dict) and callback_of(app) is callback and agents_of(app) == []
+    return isinstance(app.agents, dict) and callback_of(app) is callback and agents_of(app) == {}
 
 
 RELIANCES: tuple[Reliance, ...] = (

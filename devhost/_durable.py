@@ -128,13 +128,14 @@ def start_agent_worker(address: str, app: Any, *, max_concurrent_turns: int) -> 
         logger=SDK_LOGGER,
     )
     agents = agents_of(app)
-    hosted = frozenset(f"dafx-{getattr(agent, 'name', '')}".lower() for agent in agents)
+    hosted = frozenset(f"dafx-{name}".lower() for name in agents)
     register_orchestrations(worker, orchestration_functions_of(app), hosted)
     if not agents:
         worker.start()
         return worker
     agent_worker = DurableAIAgentWorker(worker, callback=TurnReportingCallback(callback_of(app)))
-    for agent in agents:
-        agent_worker.add_agent(agent)
+    for name, agent in agents.items():
+        # A workflow's agent is registered under its workflow-scoped name, as AgentFunctionApp does.
+        agent_worker.add_agent(agent, entity_id=name)
     agent_worker.start()
     return agent_worker

@@ -262,7 +262,7 @@ class LocalHost:
             else f"connected to {self._backend_address} (--backend)"
         )
         agents = agents_of(self._app)
-        names = ", ".join(f"dafx-{getattr(a, 'name', '?')}" for a in agents) or "none"
+        names = ", ".join(f"dafx-{name}" for name in agents) or "none"
         durable = orchestration_functions_of(self._app)
         hosted = [f"entities {names}"] if agents else []
         if durable.orchestrators:
@@ -274,7 +274,7 @@ class LocalHost:
             if self._worker
             else "off (--no-worker): another host runs the entities, orchestrators and activities"
         )
-        models = "; ".join(f"{getattr(a, 'name', '?')}: {_describe_model(a)}" for a in agents) or "none"
+        models = "; ".join(f"{getattr(a, 'name', '?')}: {_describe_model(a)}" for a in agents.values()) or "none"
         chat = next((f.route.template for f in functions if f.route.template.endswith("/chat")), None)
         lines = [
             f"devhost: {opts.app} running locally, no Azure tooling",

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,6 +124,10 @@ def _wants_plain_text(accept: str) -> bool:
     return "text/plain" in media_types and "text/event-stream" not in media_types
 
 
+def _is_terminal(chunk: StreamChunk) -> bool:
+    return chunk.is_terminal
+
+
 async def sse_body(
     chunks: AsyncIterator[StreamChunk],
     *,
@@ -131,6 +135,8 @@ async def sse_body(
     max_duration_seconds: float,
     retry_ms: int,
     prelude: Iterable[str] = (),
+    encode: Callable[[StreamChunk], str] = chunk_to_sse,
+    ends: Callable[[StreamChunk], bool] = _is_terminal,
 ) -> AsyncIterator[str]:
     """Yield SSE text for ``chunks``: one event per chunk (``id`` = entry id), heartbeats while idle.
 
@@ -140,16 +146,18 @@ async def sse_body(
         max_duration_seconds: End after this long with a ``retry:`` hint.
         retry_ms: The reconnect delay in the hint.
         prelude: Events to send first (e.g. the ``start`` event with the turn's ids).
+        encode: Encodes one chunk as an SSE event (a workflow stream's events say which step speaks).
+        ends: Whether a chunk ends the body (by default a turn's terminal entry).
 
     Yields:
         SSE-framed text.
     """
     for event in prelude:
         yield event
-    async with contextlib.aclosing(_paced(chunks, heartbeat_seconds, max_duration_seconds)) as paced:
+    async with contextlib.aclosing(_paced(chunks, heartbeat_seconds, max_duration_seconds, ends)) as paced:
         async for item in paced:
             if isinstance(item, StreamChunk):
-                yield chunk_to_sse(item)
+                yield encode(item)
             elif isinstance(item, _Heartbeat):
                 yield encode_sse_comment()
             elif isinstance(item, _Unavailable):
@@ -256,7 +264,10 @@ async def agui_body(
 
 
 async def _paced(
-    chunks: AsyncIterator[StreamChunk], heartbeat_seconds: float, max_duration_seconds: float
+    chunks: AsyncIterator[StreamChunk],
+    heartbeat_seconds: float,
+    max_duration_seconds: float,
+    ends: Callable[[StreamChunk], bool] = _is_terminal,
 ) -> AsyncIterator[_Paced]:
     """Yield chunks as they come, a heartbeat marker after each idle period, and a final marker on time-out.
 
@@ -288,8 +299,8 @@ async def _paced(
                 yield _Unavailable("Valkey is unavailable; reconnect later with Last-Event-ID.")
                 return
             yield chunk
-            if chunk.is_terminal:
-                return
+            if ends(chunk) or (chunk.kind == "error" and not chunk.entry_id):
+                return  # the end, or the reader gave up (an error without an entry id)
     finally:
         if pending is not None:
             pending.cancel()

@@ -37,6 +37,7 @@ from ._sse import encode_sse_event
 from ._stream_tokens import StreamTokens
 from ._turn_outcome import SupportsEntityClient, TurnOutcome
 from ._turns import NewTurn, Turns
+from ._workflow_handlers import WorkflowHttpApi
 
 SESSION_ID_RESPONSE_HEADER = "x-session-id"
 CORRELATION_ID_RESPONSE_HEADER = "x-correlation-id"
@@ -56,6 +57,8 @@ class AgentHttpApi:
         run_input_settings: What a request that starts a turn may ask for (system-role messages).
         route_prefix: The host's route prefix (host.json's ``routePrefix``; see
             ``route_prefix_from_host_json``): span names and ``stream_url`` carry it.
+        workflow_names: The hosted workflows, served by :attr:`workflows` (the workflow routes);
+            the resume and token routes read a workflow instance's stream until the workflow ends.
 
     Raises:
         ValueError: If no agent is given or a polling value is out of range.
@@ -72,6 +75,7 @@ class AgentHttpApi:
         chat_page: Path | None = None,
         run_input_settings: RunInputSettings | None = None,
         route_prefix: str = DEFAULT_ROUTE_PREFIX,
+        workflow_names: Sequence[str] = (),
     ) -> None:
         self.turns = Turns(
             buffer=buffer,
@@ -88,6 +92,13 @@ class AgentHttpApi:
             buffer,
             ttl_seconds=stream_settings.token_ttl_seconds,
             rotation_seconds=stream_settings.token_rotation_seconds,
+        )
+        self.workflows = WorkflowHttpApi(
+            buffer=buffer,
+            workflow_names=list(workflow_names),
+            stream_settings=stream_settings,
+            tokens=self.tokens,
+            route_prefix=route_prefix,
         )
 
     # ----- routes -----
@@ -339,6 +350,11 @@ class AgentHttpApi:
         self, req: Request, client: SupportsEntityClient, session_id: str, correlation_id: str | None
     ) -> Response:
         """Stream a session (or one turn) from the request's cursor: the body of both resume routes."""
+        if correlation_id is None and self.workflows.streams.workflow_names:
+            # A workflow instance's stream holds many turns: read it whole, until the workflow ends.
+            workflow = await self.workflows.streams.workflow_of(session_id)
+            if workflow is not None:
+                return await self.workflows.follow(req, client, workflow, session_id)  # type: ignore[arg-type]
         cursor = parse_cursor(req.headers.get("last-event-id") or req.query_params.get("cursor"))
         await self.buffer.check_cursor(session_id, cursor)
         chunks = self.buffer.read_stream(

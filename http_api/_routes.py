@@ -32,6 +32,11 @@ class Routes:
     SESSION = "agents/{name}/sessions/{session_id}"
     TURN = "agents/{name}/sessions/{session_id}/turns/{correlation_id}"
     TURN_CANCEL = "agents/{name}/sessions/{session_id}/turns/{correlation_id}/cancel"
+    WORKFLOW_RUN = "workflow/{name}/run"
+    WORKFLOW_STATUS = "workflow/{name}/status/{instanceId}"
+    WORKFLOW_RESPOND = "workflow/{name}/respond/{instanceId}/{requestId}"
+    WORKFLOW_CANCEL = "workflow/{name}/cancel/{instanceId}"
+    WORKFLOW_STREAM = "workflow/{name}/stream/{instanceId}"
     HEALTH = "health"
     CHAT = "chat"
 

@@ -18,6 +18,11 @@ that behaviour goes through, and the tests named below pin the behaviour itself:
   error content in the state (its ``is_error`` flag is not persisted): the failure reporter writes
   the stream's ``error`` entry itself, and a turn's outcome is read from the error content. Pinned by
   ``tests/app/test_app_durable_entity.py`` (the failing and flaky turns).
+- ``AgentFunctionApp`` registers a hosted workflow's ``func.HttpRequest`` routes through
+  ``_register_workflow_routes`` whatever ``enable_http_endpoints`` says, and its orchestrator through
+  ``_setup_workflow_orchestration``; ``StreamingAgentFunctionApp`` overrides both (no such routes;
+  agent calls that carry the turn options). Pinned by ``tests/app/test_app_function_index.py`` and
+  ``tests/app/test_app_worker_indexing.py`` (no workflow function takes ``func.HttpRequest``).
 - The durable state keeps a reasoning content (the cancelled-turn marker) as a content of type
   ``unknown`` holding the content's dict; :func:`reasoning_text` reads it in either shape. Pinned by
   ``tests/app/test_app_cancel.py``.
@@ -141,6 +146,37 @@ def _errors_survive_the_state() -> bool:
     ]
 
 
+def _calls(function: Callable[..., Any], *names: str) -> bool:
+    source = inspect.getsource(function)
+    return all(f"self.{name}(" in source for name in names)
+
+
+def _workflow_registration_goes_through_overridable_hooks() -> bool:
+    from agent_framework_azurefunctions import AgentFunctionApp
+
+    return _calls(
+        AgentFunctionApp._register_workflow, "_register_workflow_routes", "_register_workflow_primitives"
+    ) and (_calls(AgentFunctionApp._register_workflow_primitives, "_setup_workflow_orchestration"))
+
+
+def _workflow_agent_calls_go_through_the_context() -> bool:
+    from agent_framework_azurefunctions._orchestration import AzureFunctionsAgentExecutor
+    from agent_framework_azurefunctions._workflow_af_context import AzureFunctionsWorkflowContext
+    from agent_framework_durabletask._workflows.orchestrator import run_workflow_orchestrator
+
+    return (
+        {"executor_id", "message", "orchestration_instance_id"}
+        <= _parameters(AzureFunctionsWorkflowContext.prepare_agent_task)
+        and {"message", "options"} <= _parameters(AzureFunctionsAgentExecutor.get_run_request)
+        and list(_parameters_in_order(run_workflow_orchestrator))
+        == ["ctx", "workflow", "initial_message", "shared_state"]
+    )
+
+
+def _parameters_in_order(function: Callable[..., Any]) -> list[str]:
+    return list(inspect.signature(function).parameters)
+
+
 RELIANCES: tuple[Reliance, ...] = (
     Reliance(
         "RunRequest(options=...) keeping its options through to_dict() and from_dict()", _options_cross_the_durable_hop
@@ -160,6 +196,16 @@ RELIANCES: tuple[Reliance, ...] = (
     Reliance("a reasoning content read back from the durable state with its text", _reasoning_survives_the_state),
     Reliance(
         "an error content read back from the durable state as DurableAgentStateErrorContent", _errors_survive_the_state
+    ),
+    Reliance(
+        "AgentFunctionApp._register_workflow calling _register_workflow_routes and (through "
+        "_register_workflow_primitives) _setup_workflow_orchestration",
+        _workflow_registration_goes_through_overridable_hooks,
+    ),
+    Reliance(
+        "AzureFunctionsWorkflowContext.prepare_agent_task, AzureFunctionsAgentExecutor.get_run_request and "
+        "run_workflow_orchestrator(ctx, workflow, initial_message, shared_state)",
+        _workflow_agent_calls_go_through_the_context,
     ),
 )
 

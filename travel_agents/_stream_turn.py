@@ -32,12 +32,15 @@ class StreamTurn:
         correlation_id: The turn's correlation id.
         accepted_at_ms: When the HTTP route accepted the turn (milliseconds since the epoch), if known.
         trace_headers: The accepting request's trace context (``traceparent``...); empty if untraced.
+        workflow: The workflow whose step the run is (the session is then its orchestration
+            instance), or None for a chat turn.
     """
 
     session_id: str
     correlation_id: str
     accepted_at_ms: int | None = None
     trace_headers: Mapping[str, str] = field(default_factory=dict)
+    workflow: str | None = None
 
 
 def turn_options(
@@ -46,6 +49,7 @@ def turn_options(
     *,
     accepted_at_ms: int | None = None,
     trace_headers: Mapping[str, str] | None = None,
+    workflow: str | None = None,
 ) -> dict[str, Any]:
     """Return ``RunRequest`` options that tell the middleware where a turn streams and where it is traced.
 
@@ -54,6 +58,7 @@ def turn_options(
         correlation_id: The turn's correlation id.
         accepted_at_ms: When the route accepted the turn, in milliseconds since the epoch.
         trace_headers: The route's trace context as W3C headers (``traceparent``, ``tracestate``).
+        workflow: The workflow whose step the run is (``session_id`` is its instance id).
 
     Returns:
         A dict to pass as ``RunRequest(options=...)``.
@@ -63,6 +68,8 @@ def turn_options(
         turn["accepted_at_ms"] = accepted_at_ms
     if trace_headers:
         turn["trace"] = dict(trace_headers)
+    if workflow:
+        turn["workflow"] = workflow
     return {TURN_OPTION_KEY: turn}
 
 
@@ -96,6 +103,11 @@ def _parse(raw: object) -> StreamTurn | None:
         if isinstance(trace, Mapping)
         else {}
     )
+    workflow = raw.get("workflow")
     return StreamTurn(
-        session_id=session_id, correlation_id=correlation_id, accepted_at_ms=accepted_at_ms, trace_headers=headers
+        session_id=session_id,
+        correlation_id=correlation_id,
+        accepted_at_ms=accepted_at_ms,
+        trace_headers=headers,
+        workflow=workflow if isinstance(workflow, str) and workflow else None,
     )

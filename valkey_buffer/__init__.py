@@ -12,6 +12,7 @@ from ._connection import EntraTokenSource
 from ._errors import InvalidCursorError, InvalidIdError, StreamInputError, ValkeyUnavailableError
 from ._ids import parse_cursor, stream_key, validate_id
 from ._live_feed import ReaderStats
+from ._session_reader import QuietHook, SessionEnd
 from ._settings import ValkeySettings, parse_flag
 from ._telemetry import current_trace_headers, trace_context_from_headers
 from ._tool_contents import result_text
@@ -27,7 +28,9 @@ __all__ = [
     "EntraTokenSource",
     "InvalidCursorError",
     "InvalidIdError",
+    "QuietHook",
     "ReaderStats",
+    "SessionEnd",
     "StreamChunk",
     "StreamInputError",
     "TurnOutcome",

@@ -27,8 +27,11 @@ from ._ids import entry_order, parse_cursor, stream_key
 from ._live_feed import ReaderStats
 from ._loop_clients import ClientsPerLoop, live_feed_mode
 from ._notifications import PubSubSupport
+from ._session_events import SessionEvents
+from ._session_reader import QuietHook, SessionEnd, SessionReader
 from ._settings import ValkeySettings
-from ._stream_reads import StreamReads
+from ._stream_reader import SequenceFilter
+from ._stream_reads import StreamReads, reader_start
 from ._telemetry import ReaderTelemetry
 from ._tool_contents import result_text
 from ._turn_outcome import CommittedTurnLookup
@@ -120,6 +123,12 @@ class ValkeyStreamBuffer:
             max_held_bytes=max_held_bytes,
         )
         self.stats = self._writers.stats
+        self._events = SessionEvents(
+            self.valkey,
+            ttl_seconds=self.settings.stream_ttl_seconds,
+            maxlen=self.settings.stream_maxlen,
+            notify=lambda: ("s" if self.settings.cluster else "p") if pubsub.writes_publish else "",
+        )
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> ValkeyStreamBuffer:
@@ -313,6 +322,85 @@ class ValkeyStreamBuffer:
             InvalidIdError: If an id is invalid.
         """
         return self._cancels.watch(session_id, correlation_id)
+
+    # ----- session events and whole-session readers (see SessionEvents, SessionReader) -----
+
+    async def append_event_once(
+        self,
+        session_id: str,
+        event_id: str,
+        event: str,
+        data: dict[str, object] | None = None,
+        *,
+        correlation_id: str | None = None,
+        agent: str | None = None,
+    ) -> str | None:
+        """Append a session event (``event`` plus a JSON ``data`` object) unless ``event_id`` was appended before.
+
+        Returns:
+            The new entry's id, or ``None`` when the event was in the stream already.
+
+        Raises:
+            InvalidIdError: If an id is invalid.
+            ValkeyUnavailableError: If Valkey cannot be reached.
+        """
+        return await self._events.append_once(
+            session_id, event_id, event, data, correlation_id=correlation_id, agent=agent
+        )
+
+    async def read_session(
+        self,
+        session_id: str,
+        cursor: str | None = None,
+        *,
+        ends: SessionEnd,
+        on_quiet: QuietHook | None = None,
+        quiet_seconds: float = 0.5,
+        idle_timeout: float | None = None,
+    ) -> AsyncIterator[StreamChunk]:
+        """Yield every turn's entries of a session after ``cursor``, each once, live, until one ``ends`` it.
+
+        While the stream is quiet, ``on_quiet`` is awaited every ``quiet_seconds``: it may append the
+        missing end (``append_event_once``) and answers whether the producer is alive; the reader
+        gives up with an ``error`` chunk (no entry id) after ``idle_timeout`` without entries while
+        it is not (``settings.read_idle_timeout_seconds`` by default).
+
+        Raises:
+            InvalidIdError: If the id is invalid.
+            InvalidCursorError: If the cursor is not an entry id.
+            ValkeyUnavailableError: If Valkey cannot be reached before the first entry.
+        """
+        key, position = reader_start(session_id, cursor, None)
+        reader = SessionReader(
+            key=key,
+            position=position,
+            ends=ends,
+            feed=self._loops.current().feed(),
+            read_after=lambda after: self._reads.entries_after(key, after),
+            read_back=lambda at: self._reads.look_back(key, at),
+            idle_timeout=self.settings.read_idle_timeout_seconds if idle_timeout is None else idle_timeout,
+            quiet_seconds=quiet_seconds,
+            on_quiet=on_quiet,
+        )
+        async with contextlib.aclosing(reader.chunks()) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+    async def session_entries(self, session_id: str) -> list[StreamChunk]:
+        """Every entry of a session's stream now, each once, across all its turns (no waiting).
+
+        Raises:
+            InvalidIdError: If the id is invalid.
+            ValkeyUnavailableError: If Valkey cannot be reached.
+        """
+        key = stream_key(session_id)
+        sequences = SequenceFilter()
+        return [
+            shown
+            async for _, entry in self._reads.entries_after(key, "0-0")
+            if entry is not None
+            for shown in sequences.admit(entry)
+        ]
 
     # ----- readers -----
 

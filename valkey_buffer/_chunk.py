@@ -10,7 +10,7 @@ from typing import Literal
 TOOL_RESULT_MAX_CHARS = 4000
 """A tool result longer than this is cut to it in the stream (the committed history keeps it whole)."""
 
-ChunkKind = Literal["message", "replace", "tool_call", "tool_result", "done", "cancelled", "error"]
+ChunkKind = Literal["message", "replace", "tool_call", "tool_result", "done", "cancelled", "error", "event"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,9 @@ class StreamChunk:
         tool_arguments: The arguments of a ``tool_call`` chunk, as JSON text.
         tool_result: The result of a ``tool_result`` chunk as text, cut at ``TOOL_RESULT_MAX_CHARS``.
         tool_result_truncated: Whether ``tool_result`` was cut.
+        event: The name of an ``event`` chunk: an entry about the session rather than a turn's text
+            (e.g. a workflow's ``step_started`` or ``workflow_completed``; see ``append_event_once``).
+        data: The JSON payload of an ``event`` chunk.
 
     Tool chunks keep ``text`` empty: a reader of the reference schema (it appends every entry's
     ``text``) does not show them.
@@ -55,6 +58,8 @@ class StreamChunk:
     tool_arguments: str | None = None
     tool_result: str | None = None
     tool_result_truncated: bool = False
+    event: str | None = None
+    data: str | None = None
 
     @property
     def is_done(self) -> bool:
@@ -73,8 +78,10 @@ class StreamChunk:
         Raises:
             ValueError: If a numeric field does not hold a number.
         """
-        if "error" in fields:
-            kind: ChunkKind = "error"
+        if "event" in fields:
+            kind: ChunkKind = "event"
+        elif "error" in fields:
+            kind = "error"
         elif fields.get("done") == "true":
             kind = "cancelled" if fields.get("cancelled") == "true" else "done"
         elif fields.get("replace") == "true":
@@ -107,6 +114,8 @@ class StreamChunk:
             tool_arguments=fields.get("arguments") if kind == "tool_call" else None,
             tool_result=fields.get("result") if kind == "tool_result" else None,
             tool_result_truncated=fields.get("result_truncated") == "true",
+            event=fields.get("event") if kind == "event" else None,
+            data=fields.get("data") if kind == "event" else None,
         )
 
     def tool_json(self) -> dict[str, object]:

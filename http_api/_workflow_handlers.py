@@ -1,0 +1,349 @@
+"""The workflow routes: start, status, respond, cancel and stream a hosted workflow's instances.
+
+They keep the paths and camelCase JSON of Agent Framework's built-in workflow routes (which take
+``func.HttpRequest`` and so are left out of this streaming app) and add streaming: ``stream_url`` on
+start, ``steps`` in the status, a cancel that stops the running agent step, and the instance's SSE
+stream (``_workflow_stream``). Every route answers an instance of another workflow (or of no
+workflow) as unknown, as the built-in ones do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+import uuid
+from typing import Any, Protocol
+from urllib.parse import urlencode
+
+from agent_framework_durabletask._workflows.naming import workflow_orchestrator_name
+from agent_framework_durabletask._workflows.serialization import resolve_type
+from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
+
+from valkey_buffer import ValkeyStreamBuffer, parse_cursor, validate_id
+
+from ._errors import RequestError
+from ._event_stream import DeadlineStreamingResponse, sse_body
+from ._routes import Routes, route, route_path
+from ._run_input import MAX_BODY_BYTES, MAX_MESSAGE_CHARS
+from ._settings import StreamSettings
+from ._stream_tokens import StreamTokens
+from ._workflow_status import (
+    END_EVENT_ID,
+    INPUT_RECEIVED,
+    START_EVENT_ID,
+    WORKFLOW_CANCELLED,
+    WORKFLOW_STARTED,
+    PendingRequest,
+    WorkflowStatus,
+    input_received_event_id,
+    is_workflow_end,
+    record_status,
+    workflow_status_of,
+)
+from ._workflow_steps import workflow_steps
+from ._workflow_stream import WorkflowStreams, event_data, workflow_chunk_to_sse
+
+INSTANCE_ID_RESPONSE_HEADER = "x-instance-id"
+
+
+class SupportsWorkflowClient(Protocol):
+    """The durable client calls the workflow routes make (``DurableOrchestrationClient`` has them)."""
+
+    async def start_new(
+        self, orchestration_function_name: str, instance_id: str | None = None, client_input: Any = None
+    ) -> str:
+        """Start an orchestration instance."""
+        ...
+
+    async def get_status(self, instance_id: str) -> Any:
+        """An instance's status (falsy when unknown)."""
+        ...
+
+    async def raise_event(self, instance_id: str, event_name: str, event_data: Any = None) -> None:
+        """Raise an external event for a running instance."""
+        ...
+
+    async def terminate(self, instance_id: str, reason: str) -> None:
+        """Terminate a running instance."""
+        ...
+
+
+class WorkflowHttpApi:
+    """The HTTP API over the app's hosted workflows.
+
+    Args:
+        buffer: The stream buffer the workflows' agents write to.
+        workflow_names: The hosted workflows (``AgentFunctionApp.workflows``).
+        stream_settings: Heartbeat and maximum duration of stream responses.
+        tokens: Issues the ``stream_url`` tokens (the agent API's, so the token route accepts them).
+        route_prefix: The host's route prefix.
+    """
+
+    def __init__(
+        self,
+        *,
+        buffer: ValkeyStreamBuffer,
+        workflow_names: list[str],
+        stream_settings: StreamSettings,
+        tokens: StreamTokens,
+        route_prefix: str,
+    ) -> None:
+        self.buffer = buffer
+        self.streams = WorkflowStreams(buffer, workflow_names)
+        self.stream_settings = stream_settings
+        self.tokens = tokens
+        self.route_prefix = route_prefix
+
+    @route(Routes.WORKFLOW_RUN)
+    async def run(self, req: Request, client: SupportsWorkflowClient) -> Response:
+        """``POST /api/workflow/{name}/run`` with ``{"message": ...}``: start an instance.
+
+        202 with ``instanceId``, ``statusQueryGetUri``, ``respondUri`` (a template), ``message`` and
+        ``stream_url`` (the anonymous token route, for this instance's stream); 404 for an unknown
+        workflow; 400 for a body that is not a JSON object with a non-empty ``message``.
+        """
+        name = self._workflow(req)
+        message = await _message_of(req)
+        instance_id = uuid.uuid4().hex
+        # The stream's first entry says whose instance it is: the token route reads it to pick its reader.
+        await self.buffer.append_event_once(
+            instance_id, START_EVENT_ID, WORKFLOW_STARTED, {"workflow": name, "instance_id": instance_id}
+        )
+        await client.start_new(workflow_orchestrator_name(name), instance_id=instance_id, client_input=message)
+        token = await self.tokens.issue(instance_id, None)
+        stream_path = route_path(self.route_prefix, Routes.STREAM_WITH_TOKEN.format(session_id=instance_id))
+        body = {
+            "instanceId": instance_id,
+            "statusQueryGetUri": self._url(req, Routes.WORKFLOW_STATUS, name, instance_id),
+            "respondUri": self._url(req, Routes.WORKFLOW_RESPOND, name, instance_id, "{requestId}"),
+            "message": "Workflow started",
+            "stream_url": f"{stream_path}?{urlencode({'token': token})}",
+        }
+        return JSONResponse(body, status_code=202, headers={INSTANCE_ID_RESPONSE_HEADER: instance_id})
+
+    @route(Routes.WORKFLOW_STATUS)
+    async def status(self, req: Request, client: SupportsWorkflowClient) -> Response:
+        """``GET /api/workflow/{name}/status/{instanceId}``: the built-in route's fields plus ``steps``.
+
+        ``runtimeStatus``, ``customStatus``, ``output``, ``error``, ``createdTime``,
+        ``lastUpdatedTime``, ``pendingHumanInputRequests`` (``requestId``, ``sourceExecutor``,
+        ``requestData``, ``requestType``, ``responseType``, ``respondUrl``) while it waits, and
+        ``steps``: every agent call so far (``agent``, ``correlationId``, ``status``: running,
+        completed, cancelled or failed) from the instance's stream. 404 for an unknown instance or
+        one of another workflow.
+        """
+        name, status = await self._instance(req, client)
+        await record_status(self.buffer, status)
+        body: dict[str, Any] = {
+            "instanceId": status.instance_id,
+            "runtimeStatus": status.runtime_status,
+            "customStatus": status.custom_status,
+            "output": status.output,
+            "error": status.error,
+            "createdTime": status.created_time,
+            "lastUpdatedTime": status.last_updated_time,
+        }
+        if status.pending:
+            body["pendingHumanInputRequests"] = [self._pending_json(req, name, status, p) for p in status.pending]
+        body["steps"] = [
+            step.to_json() for step in workflow_steps(await self.buffer.session_entries(status.instance_id))
+        ]
+        return _json(body)
+
+    @route(Routes.WORKFLOW_RESPOND)
+    async def respond(self, req: Request, client: SupportsWorkflowClient) -> Response:
+        """``POST /api/workflow/{name}/respond/{instanceId}/{requestId}``: answer a pending request.
+
+        200 ``{"message", "instanceId", "requestId"}`` once delivered; 400 for a body that does not
+        fit the request's response type (for ``trip_planner``: ``{"approved": bool, "feedback":
+        str}``); 404 for an unknown instance or request; 409 for a request that was answered already
+        or an instance that has ended. Only the first of concurrent answers is delivered.
+        """
+        _name, status = await self._instance(req, client)
+        request_id = validate_id(req.path_params.get("requestId"), "requestId")
+        answered = await self._was_answered(status.instance_id, request_id)
+        if status.end_event is not None:
+            raise RequestError(f"The workflow instance has ended ({status.runtime_status}).", 409)
+        pending = next((p for p in status.pending if p.request_id == request_id), None)
+        if pending is None:
+            if answered:
+                raise RequestError(f"Request {request_id!r} was answered already; it is no longer pending.", 409)
+            raise RequestError(f"No pending request {request_id!r} in this instance.", 404)
+        response = _fitting(await _json_body(req), pending.response_type)
+        await record_status(self.buffer, status)  # the request is in the stream before its answer
+        claimed = await self.buffer.append_event_once(
+            status.instance_id,
+            input_received_event_id(request_id),
+            INPUT_RECEIVED,
+            {"request_id": request_id, "response": response},
+        )
+        if claimed is None:
+            raise RequestError(f"Request {request_id!r} was answered already; it is no longer pending.", 409)
+        await client.raise_event(status.instance_id, request_id, response)
+        body = {"message": "Response delivered successfully", "instanceId": status.instance_id, "requestId": request_id}
+        return _json(body)
+
+    @route(Routes.WORKFLOW_CANCEL)
+    async def cancel(self, req: Request, client: SupportsWorkflowClient) -> Response:
+        """``POST /api/workflow/{name}/cancel/{instanceId}``: stop an instance and its running agent steps.
+
+        202 ``{"instanceId", "status": "cancelling"}``: the orchestration is terminated, every agent
+        step still running is asked to stop (through the buffer's cancel path: its model stops and
+        its turn commits as cancelled), and the stream ends with ``workflow_cancelled``. 404 for an
+        unknown instance; 409 when it has ended already.
+        """
+        _, status = await self._instance(req, client)
+        if status.end_event is not None:
+            raise RequestError(f"The workflow instance has ended already ({status.runtime_status}).", 409)
+        await client.terminate(status.instance_id, "cancelled through the cancel route")
+        for step in workflow_steps(await self.buffer.session_entries(status.instance_id)):
+            if step.status == "running":
+                await self.buffer.request_cancel(status.instance_id, step.correlation_id)
+        # Written now rather than when a reader sees the terminated status: the end is decided.
+        await self.buffer.append_event_once(
+            status.instance_id,
+            END_EVENT_ID,
+            WORKFLOW_CANCELLED,
+            {"runtime_status": "Terminated", "reason": "cancelled"},
+        )
+        return JSONResponse({"instanceId": status.instance_id, "status": "cancelling"}, status_code=202)
+
+    @route(Routes.WORKFLOW_STREAM)
+    async def stream(self, req: Request, client: SupportsWorkflowClient) -> Response:
+        """``GET /api/workflow/{name}/stream/{instanceId}``: the instance's stream as SSE, until the workflow ends.
+
+        From ``Last-Event-ID`` (header) or ``cursor`` (query), else from the start. 404 for an
+        unknown instance or one of another workflow.
+        """
+        name, status = await self._instance(req, client)
+        return await self.follow(req, client, name, status.instance_id)
+
+    async def follow(self, req: Request, client: SupportsWorkflowClient, name: str, instance_id: str) -> Response:
+        """Stream an instance from the request's cursor (the body of this stream route and of the token route)."""
+        cursor = parse_cursor(req.headers.get("last-event-id") or req.query_params.get("cursor"))
+        await self.buffer.check_cursor(instance_id, cursor)
+        settings = self.stream_settings
+        body = sse_body(
+            self.streams.read(client, name, instance_id, cursor),
+            heartbeat_seconds=settings.heartbeat_seconds,
+            max_duration_seconds=settings.max_duration_seconds,
+            retry_ms=settings.retry_ms,
+            encode=workflow_chunk_to_sse,
+            ends=is_workflow_end,
+        )
+        return DeadlineStreamingResponse(
+            body,
+            max_seconds=settings.max_duration_seconds + settings.heartbeat_seconds + 5,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", INSTANCE_ID_RESPONSE_HEADER: instance_id},
+        )
+
+    # ----- helpers -----
+
+    def _workflow(self, req: Request) -> str:
+        name = req.path_params.get("name")
+        if name not in self.streams.workflow_names:
+            known = ", ".join(self.streams.workflow_names)
+            raise RequestError(f"Workflow {name!r} is not hosted here; workflows: {known}.", 404)
+        return str(name)
+
+    async def _instance(self, req: Request, client: SupportsWorkflowClient) -> tuple[str, WorkflowStatus]:
+        name = self._workflow(req)
+        instance_id = validate_id(req.path_params.get("instanceId"), "instanceId")
+        status = workflow_status_of(await client.get_status(instance_id), name)
+        if status is None:
+            raise RequestError(f"No instance {instance_id!r} of workflow {name!r}.", 404)
+        return name, status
+
+    async def _was_answered(self, instance_id: str, request_id: str) -> bool:
+        entries = await self.buffer.session_entries(instance_id)
+        return any(
+            entry.kind == "event"
+            and entry.event == INPUT_RECEIVED
+            and event_data(entry).get("request_id") == request_id
+            for entry in entries
+        )
+
+    def _url(self, req: Request, template: str, name: str, instance_id: str, request_id: str | None = None) -> str:
+        path = template.format(name=name, instanceId=instance_id, requestId=request_id)
+        return str(req.base_url).rstrip("/") + route_path(self.route_prefix, path)
+
+    def _pending_json(self, req: Request, name: str, status: WorkflowStatus, pending: PendingRequest) -> dict[str, Any]:
+        return {
+            "requestId": pending.request_id,
+            "sourceExecutor": pending.source_executor,
+            "requestData": pending.data,
+            "requestType": pending.request_type,
+            "responseType": pending.response_type,
+            "respondUrl": self._url(req, Routes.WORKFLOW_RESPOND, name, status.instance_id, pending.request_id),
+        }
+
+
+def _json(body: dict[str, Any], status_code: int = 200) -> JSONResponse:
+    return JSONResponse(json.loads(json.dumps(body, default=str)), status_code=status_code)
+
+
+async def _json_body(req: Request) -> Any:
+    raw = await req.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise RequestError(f"The body is larger than {MAX_BODY_BYTES} bytes.", 413)
+    try:
+        return json.loads(raw)
+    except ValueError as error:
+        raise RequestError(f"The body must be JSON: {error}.") from error
+
+
+async def _message_of(req: Request) -> str:
+    body = await _json_body(req)
+    message = body.get("message") if isinstance(body, dict) else None
+    if not isinstance(message, str) or not message.strip():
+        raise RequestError("The body must be a JSON object with a non-empty string 'message'.")
+    if len(message) > MAX_MESSAGE_CHARS:
+        raise RequestError(f"'message' must be at most {MAX_MESSAGE_CHARS} characters.")
+    return message
+
+
+def _fitting(body: Any, response_type: str | None) -> Any:
+    """``body`` if it fits the dataclass the request's response type names: every required field, no
+    unknown one, each value of its field's type (bool, str, int, float). Other types pass unchecked."""
+    kind = resolve_type(response_type) if response_type else None
+    if kind is None or not dataclasses.is_dataclass(kind):
+        return body
+    if not isinstance(body, dict):
+        raise RequestError(f"The response must be a JSON object fitting {kind.__name__}.")
+    hints = typing.get_type_hints(kind)
+    fields = {field.name: field for field in dataclasses.fields(kind)}
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise RequestError(f"Unknown field(s) {', '.join(unknown)} for {kind.__name__}; fields: {', '.join(fields)}.")
+    for field_name, field in fields.items():
+        required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        if field_name not in body:
+            if required:
+                raise RequestError(f"'{field_name}' is required in a {kind.__name__} response.")
+            continue
+        if not _is_of(body[field_name], hints.get(field_name, Any)):
+            raise RequestError(f"'{field_name}' must be of type {_type_name(hints.get(field_name))}.")
+    return body
+
+
+def _is_of(value: Any, hint: Any) -> bool:
+    if hint is Any:
+        return True
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_is_of(value, option) for option in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint in (int, float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint))
