@@ -21,6 +21,7 @@ from agent_framework_durabletask._workflows.naming import workflow_orchestrator_
 from agent_framework_durabletask._workflows.serialization import resolve_type
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
 
+from travel_agents import WORKFLOW_CANCEL_ID
 from valkey_buffer import ValkeyStreamBuffer, parse_cursor, validate_id
 
 from ._errors import RequestError
@@ -29,11 +30,10 @@ from ._routes import Routes, route, route_path
 from ._run_input import MAX_BODY_BYTES, MAX_MESSAGE_CHARS
 from ._settings import StreamSettings
 from ._stream_tokens import StreamTokens
+from ._turn_outcome import read_turn_outcome
 from ._workflow_status import (
-    END_EVENT_ID,
     INPUT_RECEIVED,
     START_EVENT_ID,
-    WORKFLOW_CANCELLED,
     WORKFLOW_STARTED,
     PendingRequest,
     WorkflowStatus,
@@ -42,7 +42,7 @@ from ._workflow_status import (
     record_status,
     workflow_status_of,
 )
-from ._workflow_steps import workflow_steps
+from ._workflow_steps import WorkflowStep, workflow_steps
 from ._workflow_stream import WorkflowStreams, event_data, workflow_chunk_to_sse
 
 INSTANCE_ID_RESPONSE_HEADER = "x-instance-id"
@@ -67,6 +67,10 @@ class SupportsWorkflowClient(Protocol):
 
     async def terminate(self, instance_id: str, reason: str) -> None:
         """Terminate a running instance."""
+        ...
+
+    async def read_entity_state(self, entity_id: Any, /) -> Any:
+        """Read an entity's state (an agent step's committed answer)."""
         ...
 
 
@@ -197,17 +201,13 @@ class WorkflowHttpApi:
         _, status = await self._instance(req, client)
         if status.end_event is not None:
             raise RequestError(f"The workflow instance has ended already ({status.runtime_status}).", 409)
+        # First the steps that start from now on (their entity calls may be on their way already)...
+        await self.buffer.request_cancel(status.instance_id, WORKFLOW_CANCEL_ID)
         await client.terminate(status.instance_id, "cancelled through the cancel route")
+        # ...then the running ones: each stops its model and commits its partial answer as cancelled.
         for step in workflow_steps(await self.buffer.session_entries(status.instance_id)):
             if step.status == "running":
                 await self.buffer.request_cancel(status.instance_id, step.correlation_id)
-        # Written now rather than when a reader sees the terminated status: the end is decided.
-        await self.buffer.append_event_once(
-            status.instance_id,
-            END_EVENT_ID,
-            WORKFLOW_CANCELLED,
-            {"runtime_status": "Terminated", "reason": "cancelled"},
-        )
         return JSONResponse({"instanceId": status.instance_id, "status": "cancelling"}, status_code=202)
 
     @route(Routes.WORKFLOW_STREAM)
@@ -256,6 +256,26 @@ class WorkflowHttpApi:
         if status is None:
             raise RequestError(f"No instance {instance_id!r} of workflow {name!r}.", 404)
         return name, status
+
+    async def _committed_step(
+        self, client: SupportsWorkflowClient, name: str, instance_id: str, step: WorkflowStep
+    ) -> dict[str, Any]:
+        """A step as JSON, its status and answer as its agent's entity committed them (the stream's until then).
+
+        A workflow's agent entity is ``dafx-{workflow}-{executor id}``; the executors are named after
+        their agents (``AgentExecutor``'s default), so the stream's agent name finds it.
+        """
+        shown = step.to_json()
+        if step.agent is None:
+            return shown
+        outcome = await read_turn_outcome(client, f"{name}-{step.agent}", instance_id, step.correlation_id)
+        if outcome.is_committed:
+            shown["status"] = outcome.status
+            if outcome.status == "failed":
+                shown["error"] = outcome.error
+            else:
+                shown["response"] = outcome.text
+        return shown
 
     async def _was_answered(self, instance_id: str, request_id: str) -> bool:
         entries = await self.buffer.session_entries(instance_id)

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from agent_framework_durabletask._workflows.naming import workflow_orchestrator_name
@@ -24,6 +25,8 @@ from agent_framework_durabletask._workflows.serialization import (
 )
 
 from valkey_buffer import StreamChunk, ValkeyStreamBuffer
+
+from ._workflow_steps import workflow_steps
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +43,27 @@ WORKFLOW_ENDS = frozenset({WORKFLOW_COMPLETED, WORKFLOW_FAILED, WORKFLOW_CANCELL
 START_EVENT_ID = "workflow:start"
 END_EVENT_ID = "workflow:end"
 
-_ENDED = {"Completed": WORKFLOW_COMPLETED, "Failed": WORKFLOW_FAILED, "Terminated": WORKFLOW_CANCELLED}
-_ENDED["Canceled"] = WORKFLOW_CANCELLED
+_ENDED = {
+    "Completed": WORKFLOW_COMPLETED,
+    "Failed": WORKFLOW_FAILED,
+    "Terminated": WORKFLOW_CANCELLED,
+    "Canceled": WORKFLOW_CANCELLED,
+}
+
+# A cancelled workflow's end waits for its running steps' ends (their turns commit as cancelled within
+# a fraction of a second), so that readers see them before the end; a step that never ends (its host
+# died) holds the end back this long at most.
+STEP_END_GRACE_SECONDS = 5.0
+
+
+def _ended_within(status: WorkflowStatus, seconds: float) -> bool:
+    try:
+        updated = datetime.fromisoformat(status.last_updated_time or "")
+    except ValueError:
+        return False
+    if updated.tzinfo is None:
+        updated = updated.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - updated).total_seconds() < seconds
 
 
 def input_requested_event_id(request_id: str) -> str:
@@ -183,6 +205,13 @@ def workflow_status_of(status: Any, workflow_name: str) -> WorkflowStatus | None
             output = to_json(deserialize_workflow_output(status.output))
         except Exception:
             output = to_json(strip_pickle_markers(status.output))
+    if isinstance(requests, dict):
+        # The request data is pickled in the custom status: shown decoded, as in pendingHumanInputRequests.
+        decoded = {
+            key: {**request, "data": _request_data(request.get("data"))} if isinstance(request, dict) else request
+            for key, request in requests.items()
+        }
+        custom = {**custom, "pending_requests": decoded}
     return WorkflowStatus(
         instance_id=status.instance_id,
         runtime_status=runtime,
@@ -212,6 +241,10 @@ async def record_status(buffer: ValkeyStreamBuffer, status: WorkflowStatus) -> N
     event = status.end_event
     if event is None:
         return
+    if event == WORKFLOW_CANCELLED and _ended_within(status, STEP_END_GRACE_SECONDS):
+        steps = workflow_steps(await buffer.session_entries(status.instance_id))
+        if any(step.status == "running" for step in steps):
+            return  # recorded by the next look, once the running steps have ended
     data: dict[str, object] = {"runtime_status": status.runtime_status}
     if event == WORKFLOW_COMPLETED:
         data["output"] = status.output

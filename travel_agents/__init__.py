@@ -44,7 +44,13 @@ from ._turn_cancellation import SupportsCancellation, TurnCanceller
 from ._turn_failures import SupportsWriteError, TurnFailureReporter
 from ._turn_tracing import SupportsTurnTracing, TurnTracing
 from ._workflow_hosting import StreamingAgentFunctionApp
-from ._workflow_steps import STEP_STARTED_EVENT, SupportsSessionEvents, WorkflowStepAnnouncer, step_started_event_id
+from ._workflow_steps import (
+    STEP_STARTED_EVENT,
+    WORKFLOW_CANCEL_ID,
+    SupportsSessionEvents,
+    WorkflowStepAnnouncer,
+    step_started_event_id,
+)
 
 
 class SupportsTurnControl(
@@ -110,6 +116,7 @@ __all__ = [
     "TRAVEL_AGENT_NAME",
     "TRIP_PLANNER_NAME",
     "TURN_OPTION_KEY",
+    "WORKFLOW_CANCEL_ID",
     "WRITER_NAME",
     "ModelSettings",
     "PlanDraft",

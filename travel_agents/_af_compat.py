@@ -160,7 +160,7 @@ def _workflow_registration_goes_through_overridable_hooks() -> bool:
 
 
 def _workflow_agent_calls_go_through_the_context() -> bool:
-    from agent_framework_azurefunctions._orchestration import AzureFunctionsAgentExecutor
+    from agent_framework_azurefunctions._orchestration import AgentTask, AzureFunctionsAgentExecutor
     from agent_framework_azurefunctions._workflow_af_context import AzureFunctionsWorkflowContext
     from agent_framework_durabletask._workflows.orchestrator import run_workflow_orchestrator
 
@@ -168,6 +168,9 @@ def _workflow_agent_calls_go_through_the_context() -> bool:
         {"executor_id", "message", "orchestration_instance_id"}
         <= _parameters(AzureFunctionsWorkflowContext.prepare_agent_task)
         and {"message", "options"} <= _parameters(AzureFunctionsAgentExecutor.get_run_request)
+        and {"agent_name", "run_request", "session"} <= _parameters(AzureFunctionsAgentExecutor.run_durable_agent)
+        and _parameters_in_order(AgentTask.__init__) == ["self", "entity_task", "response_format", "correlation_id"]
+        and {"_response_format", "_correlation_id"} <= set(AgentTask.__init__.__code__.co_names)
         and list(_parameters_in_order(run_workflow_orchestrator))
         == ["ctx", "workflow", "initial_message", "shared_state"]
     )
@@ -204,7 +207,8 @@ RELIANCES: tuple[Reliance, ...] = (
     ),
     Reliance(
         "AzureFunctionsWorkflowContext.prepare_agent_task, AzureFunctionsAgentExecutor.get_run_request and "
-        "run_workflow_orchestrator(ctx, workflow, initial_message, shared_state)",
+        "run_durable_agent, AgentTask(entity_task, response_format, correlation_id) and its _response_format "
+        "and _correlation_id, and run_workflow_orchestrator(ctx, workflow, initial_message, shared_state)",
         _workflow_agent_calls_go_through_the_context,
     ),
 )

@@ -6,7 +6,9 @@ are entities, and also registers the framework's own ``workflow/{name}/...`` HTT
 ``func.HttpRequest``, which cannot share an app with the streaming (FastAPI-typed) routes, so
 :class:`StreamingAgentFunctionApp` leaves them out; ``http_api`` serves the same paths and shapes.
 
-It also runs the workflow's orchestrator with one change: every agent call carries the turn options
+It also runs the workflow's orchestrator with two changes: an agent call whose agent failed fails (the
+entity answers it with an error content, on which the workflow would go on), and every agent call
+carries the turn options
 (``turn_options``: the orchestration instance id as the stream, the call's correlation id, the
 workflow's name) that the app's middleware reads, so a workflow step is traced, reported when it
 fails and stopped when its cancel is requested, like a chat turn. The private names this relies on
@@ -21,11 +23,19 @@ from typing import Any
 import azure.durable_functions as df
 from agent_framework import Workflow
 from agent_framework_azurefunctions import AgentFunctionApp
-from agent_framework_azurefunctions._orchestration import AzureFunctionsAgentExecutor
+from agent_framework_azurefunctions._orchestration import AgentTask, AzureFunctionsAgentExecutor
 from agent_framework_azurefunctions._workflow_af_context import AzureFunctionsWorkflowContext
-from agent_framework_durabletask import AgentSessionId, DurableAgentSession, DurableAIAgent, RunRequest
+from agent_framework_durabletask import (
+    AgentSessionId,
+    DurableAgentSession,
+    DurableAIAgent,
+    RunRequest,
+    load_agent_response,
+)
 from agent_framework_durabletask._workflows.naming import workflow_orchestrator_name
 from agent_framework_durabletask._workflows.orchestrator import run_workflow_orchestrator
+from azure.durable_functions.models import TaskBase
+from azure.durable_functions.models.Task import TaskState
 
 from ._stream_turn import turn_options
 
@@ -44,6 +54,44 @@ class _StreamingStepExecutor(AzureFunctionsAgentExecutor):
             turn_options(self.context.instance_id, request.correlation_id, workflow=self._workflow_name)
         )
         return request
+
+    def run_durable_agent(self, agent_name: str, run_request: RunRequest, session: Any = None) -> AgentTask:
+        return _StepTask(super().run_durable_agent(agent_name, run_request, session), agent_name)
+
+
+class _StepTask(AgentTask):
+    """An agent call that fails when the agent failed.
+
+    The entity answers a failed run with an error content instead of an error: without this, the
+    workflow would go on with an empty answer. Raised in the orchestrator, the failure fails the
+    workflow with the agent's error, unless the workflow catches it.
+    """
+
+    def __init__(self, agent_task: AgentTask, agent_name: str) -> None:
+        self._agent_name = agent_name
+        super().__init__(agent_task.children[0], agent_task._response_format, agent_task._correlation_id)
+
+    def try_set_value(self, child: TaskBase) -> None:
+        if child.state is TaskState.SUCCEEDED and not self.pending_tasks:
+            errors = _errors_of(child.result)
+            if errors:
+                self.set_value(is_error=True, value=RuntimeError(f"{self._agent_name} failed: {errors}"))
+                return
+        super().try_set_value(child)
+
+
+def _errors_of(raw_result: Any) -> str:
+    try:
+        response = load_agent_response(raw_result)
+    except Exception:
+        return ""  # AgentTask reports a result it cannot read
+    errors = [
+        f"{content.error_code}: {content.message}" if content.error_code else str(content.message or "error")
+        for message in response.messages
+        for content in message.contents
+        if content.type == "error"
+    ]
+    return "; ".join(errors)
 
 
 class _StreamingWorkflowContext(AzureFunctionsWorkflowContext):

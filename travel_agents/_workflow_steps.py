@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 
 STEP_STARTED_EVENT = "step_started"
 
+WORKFLOW_CANCEL_ID = "workflow"
+"""The cancel request (``request_cancel(instance_id, WORKFLOW_CANCEL_ID)``) that stops a workflow's later steps."""
+
 
 def step_started_event_id(correlation_id: str) -> str:
     """The session-event id of a step's ``step_started`` entry."""
@@ -43,9 +46,21 @@ class SupportsSessionEvents(Protocol):
         """Append a session event unless its id was appended before."""
         ...
 
+    def is_cancel_requested(self, session_id: str, correlation_id: str) -> Awaitable[bool]:
+        """Whether a cancel was requested for the turn (or, by ``WORKFLOW_CANCEL_ID``, the workflow)."""
+        ...
+
+    def request_cancel(self, session_id: str, correlation_id: str) -> Awaitable[Any]:
+        """Ask the instance that runs a turn to stop it."""
+        ...
+
 
 class WorkflowStepAnnouncer(AgentMiddleware):
     """Agent middleware that appends ``step_started`` for a run that is a workflow step; other runs pass.
+
+    A step of a cancelled workflow (one that started after the cancel route ran: its entity call
+    was already on its way) is cancelled at once, so the ``TurnCanceller`` after this middleware
+    commits it as cancelled without calling the model.
 
     Args:
         sink: Where the event goes, usually the app's ``ValkeyStreamBuffer``.
@@ -71,4 +86,9 @@ class WorkflowStepAnnouncer(AgentMiddleware):
             except Exception:
                 # The step runs without its announcement: its first chunk still opens its lane.
                 logger.warning("Could not announce workflow step %s", turn.correlation_id, exc_info=True)
+            try:
+                if await self.sink.is_cancel_requested(turn.session_id, WORKFLOW_CANCEL_ID):
+                    await self.sink.request_cancel(turn.session_id, turn.correlation_id)
+            except Exception:
+                logger.warning("Could not check whether workflow %s was cancelled", turn.session_id, exc_info=True)
         await call_next()
