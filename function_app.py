@@ -172,6 +172,14 @@ async def workflow_stream(req: Request, client: df.DurableOrchestrationClient) -
     return await api.workflows.stream(req, client)
 
 
+@app.function_name("workflow_ag_ui")
+@app.route(route=Routes.WORKFLOW_AGUI, methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def workflow_ag_ui(req: Request, client: df.DurableOrchestrationClient) -> Response:
+    """Drive a workflow instance with AG-UI 1.0 runs: agent calls as subagent lanes, human input as interrupts."""
+    return await api.workflow_agui.run(req, client)
+
+
 @app.function_name("health")
 @app.route(route=Routes.HEALTH, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def health(req: Request) -> Response:

@@ -75,6 +75,11 @@ class AguiTranslator:
         """Whether the run's last event (``RUN_FINISHED`` or ``RUN_ERROR``) has been produced."""
         return self._finished
 
+    @property
+    def answer(self) -> str:
+        """The run's text so far (the committed text after a ``replace``)."""
+        return "".join(self._answer)
+
     def run_started(self) -> RunStartedEvent:
         """The run's opening event."""
         return RunStartedEvent(thread_id=self.thread_id, run_id=self.run_id, protocol_version=PROTOCOL_VERSION)
@@ -94,7 +99,7 @@ class AguiTranslator:
             self._answer.append(chunk.text)
             events.append(TextMessageContentEvent(message_id=self._text_id, delta=chunk.text))
             return events
-        events = self._close_text()
+        events = self.close_text()
         if chunk.kind == "tool_call":
             call_id = chunk.tool_call_id or f"{self.run_id}-call"
             name = chunk.tool_name or "tool"
@@ -133,28 +138,38 @@ class AguiTranslator:
 
     def sse(self, chunk: StreamChunk, previous_id: str) -> tuple[str, str]:
         """The SSE text of one chunk's events and the id to pass as ``previous_id`` next time."""
-        events = self.translate(chunk)
         entry_id = chunk.entry_id or previous_id
-        text = "".join(
-            encode_event(event, entry_id if index == len(events) - 1 else previous_id)
-            for index, event in enumerate(events)
-        )
-        return text, entry_id
+        return encode_group(self.translate(chunk), entry_id, previous_id), entry_id
 
-    def _close_text(self) -> list[BaseEvent]:
+    def close_text(self) -> list[BaseEvent]:
+        """``TEXT_MESSAGE_END`` for the text message in progress, if one is."""
         if self._text_id is None:
             return []
         ended = TextMessageEndEvent(message_id=self._text_id)
         self._text_id = None
         return [ended]
 
+    def run_messages(self, committed: str | None = None) -> list[Message]:
+        """The run's own messages as a ``MESSAGES_SNAPSHOT`` shows them: its tool calls and results, then
+        its answer (``committed`` from now on, when given) as one assistant message."""
+        if committed is not None:
+            self._answer = [committed]
+        answer = AssistantMessage(id=f"{self.run_id}-answer", content=self.answer)
+        return [*self._tool_messages, answer]
+
     def _snapshot(self, committed: str) -> MessagesSnapshotEvent:
-        self._answer = [committed]
-        answer = AssistantMessage(id=f"{self.run_id}-answer", content=committed)
-        return MessagesSnapshotEvent(messages=[*self.messages, *self._tool_messages, answer])
+        return MessagesSnapshotEvent(messages=[*self.messages, *self.run_messages(committed)])
 
     def _finished_event(self, outcome: RunFinishedSuccessOutcome | RunFinishedCancelledOutcome) -> RunFinishedEvent:
         return RunFinishedEvent(thread_id=self.thread_id, run_id=self.run_id, outcome=outcome)
+
+
+def encode_group(events: Sequence[BaseEvent], entry_id: str, previous_id: str) -> str:
+    """The SSE text of the events one entry became: the last carries ``entry_id``, the others
+    ``previous_id`` (a client cut inside the group re-reads all of it)."""
+    return "".join(
+        encode_event(event, entry_id if index == len(events) - 1 else previous_id) for index, event in enumerate(events)
+    )
 
 
 def encode_event(event: BaseEvent, event_id: str | None) -> str:

@@ -49,6 +49,20 @@ async def parse_agui_input(req: Request) -> AguiRun:
         RequestError: 400 for a body that is not a ``RunAgentInput``, ids that are not valid, no
             user message, or frontend tools; 413 for a body or message too large.
     """
+    run = await read_run_agent_input(req)
+    message = last_user_text(run)
+    if not message:
+        raise RequestError("The run has no user message with text: the last user message is the turn's message.")
+    return AguiRun(run.thread_id, run.run_id, message, tuple(run.messages))
+
+
+async def read_run_agent_input(req: Request) -> RunAgentInput:
+    """Read a ``RunAgentInput`` body whose ``threadId`` and ``runId`` are valid ids, without frontend tools.
+
+    Raises:
+        RequestError: 400 for a body that is not a ``RunAgentInput``, ids that are not valid, or
+            frontend tools; 413 for a body too large.
+    """
     body = _json_object(await _read_body(req))
     try:
         run = RunAgentInput.model_validate(body)
@@ -59,8 +73,8 @@ async def parse_agui_input(req: Request) -> AguiRun:
         )
         raise RequestError(f"The body is not an AG-UI RunAgentInput: {problems}.") from None
     try:
-        session_id = validate_id(run.thread_id, "threadId")
-        correlation_id = validate_id(run.run_id, "runId")
+        validate_id(run.thread_id, "threadId")
+        validate_id(run.run_id, "runId")
     except InvalidIdError as error:
         raise RequestError(str(error)) from None
     if run.tools:
@@ -68,13 +82,20 @@ async def parse_agui_input(req: Request) -> AguiRun:
             "Frontend-defined tools are not supported: a durable turn runs in a worker and cannot wait for the "
             "browser to answer a call. Send the run without 'tools'."
         )
+    return run
+
+
+def last_user_text(run: RunAgentInput) -> str:
+    """The text of the input's last user message ('' without one).
+
+    Raises:
+        RequestError: 413 for a message longer than the app takes.
+    """
     users = [message for message in run.messages if isinstance(message, UserMessage)]
     message = _text(users[-1]) if users else ""
-    if not message:
-        raise RequestError("The run has no user message with text: the last user message is the turn's message.")
     if len(message) > MAX_MESSAGE_CHARS:
         raise RequestError(f"The message is longer than {MAX_MESSAGE_CHARS} characters.", 413)
-    return AguiRun(session_id, correlation_id, message, tuple(run.messages))
+    return message
 
 
 def _text(message: UserMessage) -> str:

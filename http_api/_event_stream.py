@@ -16,14 +16,15 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from ag_ui.core import BaseEvent
 from azurefunctions.extensions.http.fastapi import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from valkey_buffer import StreamChunk, ValkeyUnavailableError
 
-from ._agui_events import AguiTranslator, encode_event
+from ._agui_events import encode_event
 from ._settings import StreamSettings
 from ._sse import chunk_to_sse, encode_sse_comment, encode_sse_event
 
@@ -226,14 +227,32 @@ def _tool_line(call: StreamChunk | None, result: StreamChunk | None, *, after: s
     return ("\n" if after and not after.endswith("\n") else "") + line + "\n"
 
 
+class SupportsAguiTranslation(Protocol):
+    """A run's translator from stream chunks to AG-UI SSE (``AguiTranslator``, ``WorkflowAguiTranslator``)."""
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run's last event has been produced."""
+        ...
+
+    def run_started(self) -> BaseEvent:
+        """The run's opening event."""
+        ...
+
+    def sse(self, chunk: StreamChunk, previous_id: str) -> tuple[str, str]:
+        """The SSE text of one chunk's events and the id to pass as ``previous_id`` next time."""
+        ...
+
+
 async def agui_body(
     chunks: AsyncIterator[StreamChunk],
-    translator: AguiTranslator,
+    translator: SupportsAguiTranslation,
     *,
     cursor: str,
     heartbeat_seconds: float,
     max_duration_seconds: float,
     retry_ms: int,
+    ends: Callable[[StreamChunk], bool] = _is_terminal,
 ) -> AsyncIterator[str]:
     """Yield an AG-UI run as SSE: ``RUN_STARTED``, the turn's events, heartbeats while idle.
 
@@ -244,10 +263,11 @@ async def agui_body(
         heartbeat_seconds: Send a comment line after this long without an event.
         max_duration_seconds: End after this long with a ``retry:`` hint (re-attach with ``Last-Event-ID``).
         retry_ms: The reconnect delay in the hint.
+        ends: Whether a chunk (once translated) ends the run (by default the turn's terminal entry).
     """
     previous = cursor
     yield encode_event(translator.run_started(), previous)
-    async with contextlib.aclosing(_paced(chunks, heartbeat_seconds, max_duration_seconds)) as paced:
+    async with contextlib.aclosing(_paced(chunks, heartbeat_seconds, max_duration_seconds, ends)) as paced:
         async for item in paced:
             if isinstance(item, StreamChunk):
                 text, previous = translator.sse(item, previous)

@@ -27,6 +27,7 @@ from valkey_buffer import (
 
 from ._agui_events import AguiTranslator
 from ._agui_input import parse_agui_input
+from ._agui_workflow_runs import WorkflowAguiApi
 from ._errors import RequestError
 from ._event_stream import DeadlineStreamingResponse, agui_body, stream_response
 from ._responses import json_error, outcome_json
@@ -57,8 +58,9 @@ class AgentHttpApi:
         run_input_settings: What a request that starts a turn may ask for (system-role messages).
         route_prefix: The host's route prefix (host.json's ``routePrefix``; see
             ``route_prefix_from_host_json``): span names and ``stream_url`` carry it.
-        workflow_names: The hosted workflows, served by :attr:`workflows` (the workflow routes);
-            the resume and token routes read a workflow instance's stream until the workflow ends.
+        workflow_names: The hosted workflows, served by :attr:`workflows` (the workflow routes) and
+            :attr:`workflow_agui` (their AG-UI route); the resume and token routes read a workflow
+            instance's stream until the workflow ends.
 
     Raises:
         ValueError: If no agent is given or a polling value is out of range.
@@ -100,6 +102,7 @@ class AgentHttpApi:
             tokens=self.tokens,
             route_prefix=route_prefix,
         )
+        self.workflow_agui = WorkflowAguiApi(self.workflows)
 
     # ----- routes -----
 

@@ -37,6 +37,7 @@ class Routes:
     WORKFLOW_RESPOND = "workflow/{name}/respond/{instanceId}/{requestId}"
     WORKFLOW_CANCEL = "workflow/{name}/cancel/{instanceId}"
     WORKFLOW_STREAM = "workflow/{name}/stream/{instanceId}"
+    WORKFLOW_AGUI = "workflow/{name}/ag-ui"
     HEALTH = "health"
     CHAT = "chat"
 
