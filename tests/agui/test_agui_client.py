@@ -8,51 +8,17 @@ tests skip in one line, and fail under ``CI=true``.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import uuid
-from pathlib import Path
 
 import httpx
-import pytest
 
+from tests.agui.agui_node import run_client
 from tests.e2e.devhost_process import DevHostProcess
 from travel_agents import FAIL_MARKER
 
-HERE = Path(__file__).parent
-CLIENT = HERE / "node_modules" / "@ag-ui" / "client"
-
-
-def _missing() -> str | None:
-    if shutil.which("node") is None:
-        return "node is not installed (the AG-UI client tests need node and npm)"
-    if not CLIENT.is_dir():
-        return "@ag-ui/client is not installed: run `npm ci` in tests/agui"
-    return None
-
-
-@pytest.fixture(scope="module")
-def client_ready() -> None:
-    reason = _missing()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-
 
 def _runs(devhost: DevHostProcess, agent: str, runs: list[dict], thread: str | None = None) -> dict:
-    spec = {"url": f"{devhost.api}/agents/{agent}/ag-ui", "threadId": thread or uuid.uuid4().hex, "runs": runs}
-    done = subprocess.run(
-        ["node", str(HERE / "run_client.mjs"), json.dumps(spec)],
-        cwd=HERE,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_client(f"{devhost.api}/agents/{agent}/ag-ui", runs, thread)
 
 
 def _history(devhost: DevHostProcess, agent: str, thread: str) -> dict:
