@@ -6,9 +6,10 @@ the next run carries ``resume`` entries that answer the interrupt (``resolved``,
 the response) or give it up (``cancelled``: the workflow is cancelled). What the runs stream is the
 instance's stream, translated by ``_agui_workflow_events``.
 
-Each run is remembered in the stream itself, where it began: the first run's id is in the
-``workflow_started`` entry, a resuming run's in the ``input_received`` entry of the answer it gave
-(both written once: a second answer to the same request is refused). A run posted again (same
+Each run is remembered in the stream itself: the first run's id is in the ``workflow_started`` entry,
+a resuming run's in the ``input_received`` entry of the answer it gave (both written once: a second
+answer to the same request is refused). A run's part of the stream begins after the entry that ended
+the run before it: the start, or the request its (first) answer answers. A run posted again (same
 ``threadId`` and ``runId``) re-attaches there, or after ``Last-Event-ID``, as the agent route does.
 """
 
@@ -33,6 +34,7 @@ from ._routes import Routes, route
 from ._workflow_handlers import INSTANCE_ID_RESPONSE_HEADER, SupportsWorkflowClient, WorkflowHttpApi, _fitting
 from ._workflow_status import (
     INPUT_RECEIVED,
+    INPUT_REQUESTED,
     START_EVENT_ID,
     WORKFLOW_STARTED,
     PendingRequest,
@@ -118,13 +120,17 @@ class WorkflowAguiApi:
         resume: Sequence[ResumeEntry],
         entries: Sequence[StreamChunk],
     ) -> str:
-        """Deliver the resume entries' answers (each claimed once); the entry id the run begins after."""
+        """Deliver the resume entries' answers (each claimed once); the entry id the run begins after.
+
+        The run begins where the previous one ended: after the request for the first interrupt it
+        answers. Another request asked at the same time comes after it, so the run ends at once with
+        that one, and nothing the answers set off is missed by the runs that follow.
+        """
         status = await self._status(client, name, instance_id)
         if status.end_event is not None:
             raise RequestError(f"The workflow has ended ({status.runtime_status}): there is nothing to resume.", 409)
         answers = [(entry, _answer(entry, status, entries)) for entry in resume]
         await record_status(self.buffer, status)  # the requests are in the stream before their answers
-        opening: str | None = None
         for entry, response in answers:
             cancelled = entry.status == "cancelled"
             data: dict[str, object] = {"request_id": entry.interrupt_id, "response": response, RUN_ID_FIELD: run_id}
@@ -135,12 +141,12 @@ class WorkflowAguiApi:
             )
             if claimed is None:
                 raise RequestError(f"Interrupt {entry.interrupt_id!r} was answered already: no longer pending.", 409)
-            opening = opening or claimed
             if cancelled:
                 await self._cancel(client, instance_id)
                 break
             await client.raise_event(instance_id, entry.interrupt_id, response)
-        assert opening is not None  # resume is not empty
+        opening = _request_entry(await self.buffer.session_entries(instance_id), resume[0].interrupt_id)
+        assert opening is not None  # recorded above
         return opening
 
     async def _cancel(self, client: SupportsWorkflowClient, instance_id: str) -> None:
@@ -234,10 +240,25 @@ class WorkflowAguiApi:
 
 
 def _run_opening(entries: Sequence[StreamChunk], run_id: str) -> str | None:
-    """The id of the entry a run began after: its ``workflow_started`` or its first ``input_received``."""
+    """The id of the entry a run began after: its ``workflow_started``, or the request its first answer answers."""
     for entry in entries:
-        opens = entry.kind == "event" and entry.event in (WORKFLOW_STARTED, INPUT_RECEIVED)
-        if opens and event_data(entry).get(RUN_ID_FIELD) == run_id:
+        if entry.kind != "event" or event_data(entry).get(RUN_ID_FIELD) != run_id:
+            continue
+        if entry.event == WORKFLOW_STARTED:
+            return entry.entry_id
+        if entry.event == INPUT_RECEIVED:
+            return _request_entry(entries, str(event_data(entry).get("request_id")))
+    return None
+
+
+def _request_entry(entries: Sequence[StreamChunk], request_id: str) -> str | None:
+    """The id of the ``input_requested`` entry of a request."""
+    for entry in entries:
+        if (
+            entry.kind == "event"
+            and entry.event == INPUT_REQUESTED
+            and event_data(entry).get("request_id") == request_id
+        ):
             return entry.entry_id
     return None
 
