@@ -1,7 +1,8 @@
-"""The trip_planner workflow on a local host over real HTTP and real Valkey: watched live, answered, cancelled, failed."""
+"""trip_planner on a local host over real HTTP and real Valkey: watched live, answered, cancelled, failed."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 
@@ -46,7 +47,7 @@ def test_the_two_researchers_stream_at_once_and_the_first_text_comes_within_3_s(
     started_lanes = _lanes(seen, "step_started")
     assert set(started_lanes[:2]) == RESEARCHERS
     research = [agent for agent in _lanes(seen, "message") if agent in RESEARCHERS]
-    switches = sum(1 for a, b in zip(research, research[1:], strict=False) if a != b)
+    switches = sum(1 for a, b in itertools.pairwise(research) if a != b)
     assert switches >= 4, research
     first_done = seen.events.index(seen.named("step_completed")[0])
     assert {e.data["agent"] for e in seen.events[:first_done] if e.event == "message"} == RESEARCHERS
