@@ -73,7 +73,7 @@ def follow(
     until: Callable[[Event], bool] = lambda _: False,
     max_events: int | None = None,
 ) -> FollowedWorkflow:
-    """Read the instance's SSE at ``url`` (resuming from ``seen``'s last id) until its end, ``until``, or ``max_events``."""
+    """Read the instance's SSE at ``url`` (after ``seen``'s last id) until its end, ``until`` or ``max_events``."""
     seen = seen or FollowedWorkflow()
     headers = {"Last-Event-ID": seen.last_event_id} if seen.last_event_id else {}
     seen.connections += 1
