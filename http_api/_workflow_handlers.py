@@ -151,9 +151,8 @@ class WorkflowHttpApi:
         }
         if status.pending:
             body["pendingHumanInputRequests"] = [self._pending_json(req, name, status, p) for p in status.pending]
-        body["steps"] = [
-            step.to_json() for step in workflow_steps(await self.buffer.session_entries(status.instance_id))
-        ]
+        steps = workflow_steps(await self.buffer.session_entries(status.instance_id))
+        body["steps"] = [await self._committed_step(client, name, status.instance_id, step) for step in steps]
         return _json(body)
 
     @route(Routes.WORKFLOW_RESPOND)

@@ -48,7 +48,7 @@ end
 return id
 """
 
-_APPEND_ONCE = Script(_SOURCE)  # type: ignore[no-untyped-call]
+_APPEND_ONCE = Script(_SOURCE)
 
 
 class SessionEvents:
