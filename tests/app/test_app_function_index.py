@@ -40,6 +40,7 @@ EXPECTED_HTTP = {
     "workflow_respond": ("workflow/{name}/respond/{instanceId}/{requestId}", ["POST"], "FUNCTION", True),
     "workflow_cancel": ("workflow/{name}/cancel/{instanceId}", ["POST"], "FUNCTION", True),
     "workflow_stream": ("workflow/{name}/stream/{instanceId}", ["GET"], "FUNCTION", True),
+    "workflow_ag_ui": ("workflow/{name}/ag-ui", ["POST"], "FUNCTION", True),
     "health": ("health", ["GET"], "ANONYMOUS", False),
     "chat_page": ("chat", ["GET"], "ANONYMOUS", False),
 }
