@@ -129,6 +129,8 @@ class WorkflowAguiApi:
         status = await self._status(client, name, instance_id)
         if status.end_event is not None:
             raise RequestError(f"The workflow has ended ({status.runtime_status}): there is nothing to resume.", 409)
+        if len({entry.interrupt_id for entry in resume}) < len(resume):
+            raise RequestError("The resume entries answer one interrupt twice.")
         answers = [(entry, _answer(entry, status, entries)) for entry in resume]
         await record_status(self.buffer, status)  # the requests are in the stream before their answers
         for entry, response in answers:

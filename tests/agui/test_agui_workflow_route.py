@@ -171,6 +171,8 @@ def test_resumes_are_refused_unless_they_answer_a_pending_interrupt(
     _refused(http, devhost, _body(thread, "run-x", resume=resume("a b", {"approved": True})), 400, "interruptId")
     _refused(http, devhost, _body(thread, "run-x", resume=resume(interrupt["id"], {"approved": "yes"})), 400, "bool")
     _refused(http, devhost, _body(thread, "run-x", resume=resume(interrupt["id"], {"ok": 1})), 400, "Unknown field")
+    twice = resume(interrupt["id"], {"approved": True}) * 2
+    _refused(http, devhost, _body(thread, "run-x", resume=twice), 400, "one interrupt twice")
 
     rejected = resume(interrupt["id"], {"approved": False, "feedback": "more museums"})
     second = _interrupt(_post(http, devhost, _body(thread, "run-2", resume=rejected)))
