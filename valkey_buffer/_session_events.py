@@ -48,7 +48,7 @@ end
 return id
 """
 
-_APPEND_ONCE = Script(_SOURCE)
+_APPEND_ONCE = Script(_SOURCE)  # type: ignore[no-untyped-call]
 
 
 class SessionEvents:
