@@ -15,6 +15,7 @@ from ._stream_tokens import StreamGrant, StreamTokenError, StreamTokens
 from ._turn_outcome import SupportsEntityClient, TurnOutcome, agent_entity_id, outcome_from_state, read_turn_outcome
 from ._turns import NewTurn, Turns
 from ._workflow_handlers import WorkflowHttpApi
+from ._workflow_instances import SupportsWorkflowClient, WorkflowInstances, fitting
 from ._workflow_status import (
     WORKFLOW_ENDS,
     PendingRequest,
@@ -46,10 +47,12 @@ __all__ = [
     "StreamTokenError",
     "StreamTokens",
     "SupportsEntityClient",
+    "SupportsWorkflowClient",
     "TurnNotStartedError",
     "TurnOutcome",
     "Turns",
     "WorkflowHttpApi",
+    "WorkflowInstances",
     "WorkflowStatus",
     "WorkflowStep",
     "WorkflowStreams",
@@ -58,6 +61,7 @@ __all__ = [
     "encode_sse_comment",
     "encode_sse_event",
     "event_data",
+    "fitting",
     "is_workflow_end",
     "json_error",
     "outcome_from_state",

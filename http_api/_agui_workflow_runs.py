@@ -23,7 +23,6 @@ from ag_ui.core import ResumeEntry, RunAgentInput
 from agent_framework_durabletask._workflows.naming import workflow_orchestrator_name
 from azurefunctions.extensions.http.fastapi import Request, Response
 
-from travel_agents import WORKFLOW_CANCEL_ID
 from valkey_buffer import InvalidIdError, StreamChunk, parse_cursor, validate_id
 
 from ._agui_input import last_user_text, read_run_agent_input
@@ -31,7 +30,8 @@ from ._agui_workflow_events import WorkflowAguiTranslator, ends_run
 from ._errors import RequestError
 from ._event_stream import DeadlineStreamingResponse, agui_body
 from ._routes import Routes, route
-from ._workflow_handlers import INSTANCE_ID_RESPONSE_HEADER, SupportsWorkflowClient, WorkflowHttpApi, _fitting
+from ._workflow_handlers import INSTANCE_ID_RESPONSE_HEADER, WorkflowHttpApi
+from ._workflow_instances import SupportsWorkflowClient, fitting
 from ._workflow_status import (
     INPUT_RECEIVED,
     INPUT_REQUESTED,
@@ -41,9 +41,7 @@ from ._workflow_status import (
     WorkflowStatus,
     input_received_event_id,
     record_status,
-    workflow_status_of,
 )
-from ._workflow_steps import workflow_steps
 from ._workflow_stream import event_data
 
 RUN_ID_FIELD = "run_id"
@@ -61,6 +59,7 @@ class WorkflowAguiApi:
 
     def __init__(self, workflows: WorkflowHttpApi) -> None:
         self.workflows = workflows
+        self.instances = workflows.instances
         self.buffer = workflows.buffer
         self.route_prefix = workflows.route_prefix
 
@@ -74,7 +73,7 @@ class WorkflowAguiApi:
         or an interrupt that was never asked; 409 for an interrupt that is no longer pending, a
         workflow that has ended, or a new run that neither starts nor resumes; 400 for bad input.
         """
-        name = self._workflow(req)
+        name = self.instances.workflow_named(req.path_params.get("name"))
         run = await read_run_agent_input(req)
         instance_id, run_id = run.thread_id, run.run_id
         entries = await self._instance_entries(name, instance_id)
@@ -126,7 +125,7 @@ class WorkflowAguiApi:
         answers. Another request asked at the same time comes after it, so the run ends at once with
         that one, and nothing the answers set off is missed by the runs that follow.
         """
-        status = await self._status(client, name, instance_id)
+        status = await self.instances.status(client, name, instance_id)
         if status.end_event is not None:
             raise RequestError(f"The workflow has ended ({status.runtime_status}): there is nothing to resume.", 409)
         if len({entry.interrupt_id for entry in resume}) < len(resume):
@@ -144,20 +143,12 @@ class WorkflowAguiApi:
             if claimed is None:
                 raise RequestError(f"Interrupt {entry.interrupt_id!r} was answered already: no longer pending.", 409)
             if cancelled:
-                await self._cancel(client, instance_id)
+                await self.instances.cancel(client, status)  # as the cancel route does
                 break
             await client.raise_event(instance_id, entry.interrupt_id, response)
         opening = _request_entry(await self.buffer.session_entries(instance_id), resume[0].interrupt_id)
         assert opening is not None  # recorded above
         return opening
-
-    async def _cancel(self, client: SupportsWorkflowClient, instance_id: str) -> None:
-        """Cancel the instance as the cancel route does: later steps, the orchestration, then running steps."""
-        await self.buffer.request_cancel(instance_id, WORKFLOW_CANCEL_ID)
-        await client.terminate(instance_id, "cancelled by an AG-UI resume entry")
-        for step in workflow_steps(await self.buffer.session_entries(instance_id)):
-            if step.status == "running":
-                await self.buffer.request_cancel(instance_id, step.correlation_id)
 
     # ----- a run seen before -----
 
@@ -180,7 +171,7 @@ class WorkflowAguiApi:
 
     async def _not_a_run(self, client: SupportsWorkflowClient, name: str, instance_id: str) -> RequestError:
         """The refusal of a new run without ``resume`` on a thread whose workflow runs already."""
-        status = await self._status(client, name, instance_id)
+        status = await self.instances.status(client, name, instance_id)
         if status.end_event is not None:
             return RequestError(
                 f"The workflow has ended ({status.runtime_status}); start another thread to run it again.", 409
@@ -196,13 +187,6 @@ class WorkflowAguiApi:
 
     # ----- helpers -----
 
-    def _workflow(self, req: Request) -> str:
-        name = req.path_params.get("name")
-        known = self.workflows.streams.workflow_names
-        if name not in known:
-            raise RequestError(f"Workflow {name!r} is not hosted here; workflows: {', '.join(known)}.", 404)
-        return str(name)
-
     async def _instance_entries(self, name: str, instance_id: str) -> list[StreamChunk]:
         """The instance's stream entries; empty for a new thread. 404/409 for a stream of something else."""
         entries = await self.buffer.session_entries(instance_id)
@@ -214,12 +198,6 @@ class WorkflowAguiApi:
         if event_data(first).get("workflow") != name:
             raise RequestError(f"No instance {instance_id!r} of workflow {name!r}.", 404)
         return entries
-
-    async def _status(self, client: SupportsWorkflowClient, name: str, instance_id: str) -> WorkflowStatus:
-        status = workflow_status_of(await client.get_status(instance_id), name)
-        if status is None:
-            raise RequestError(f"No instance {instance_id!r} of workflow {name!r}.", 404)
-        return status
 
     def _stream(self, client: SupportsWorkflowClient, name: str, run: RunAgentInput, cursor: str) -> Response:
         settings = self.workflows.stream_settings
@@ -284,7 +262,7 @@ def _answer(entry: ResumeEntry, status: WorkflowStatus, entries: Sequence[Stream
         raise RequestError(f"No pending interrupt {request_id!r} in this workflow instance.", 404)
     if entry.status == "cancelled":
         return None
-    return _fitting(entry.payload, pending.response_type)
+    return fitting(entry.payload, pending.response_type)
 
 
 def _order(entry_id: str) -> tuple[int, int]:
