@@ -132,6 +132,7 @@ class WorkflowAguiApi:
             raise RequestError("The resume entries answer one interrupt twice.")
         answers = [(entry, _answer(entry, status, entries)) for entry in resume]
         await record_status(self.buffer, status)  # the requests are in the stream before their answers
+        first_claim = ""
         for entry, response in answers:
             cancelled = entry.status == "cancelled"
             data: dict[str, object] = {"request_id": entry.interrupt_id, "response": response, RUN_ID_FIELD: run_id}
@@ -142,13 +143,14 @@ class WorkflowAguiApi:
             )
             if claimed is None:
                 raise RequestError(f"Interrupt {entry.interrupt_id!r} was answered already: no longer pending.", 409)
+            first_claim = first_claim or claimed
             if cancelled:
                 await self.instances.cancel(client, status)  # as the cancel route does
                 break
             await client.raise_event(instance_id, entry.interrupt_id, response)
+        # Recorded above; were the stream to have lost it since, the run begins at its answer.
         opening = _request_entry(await self.buffer.session_entries(instance_id), resume[0].interrupt_id)
-        assert opening is not None  # recorded above
-        return opening
+        return opening or first_claim
 
     # ----- a run seen before -----
 

@@ -201,6 +201,8 @@ def test_a_run_cut_anywhere_and_re_attached_with_last_event_id_shows_each_lanes_
     while not responses or responses[-1][-1].type not in ENDS:
         responses.append(_post(http, devhost, body, last_event_id=last_id, limit=cuts[len(responses)]))
         last_id = responses[-1][-1].id
+        if len(responses) == 1:  # the researchers are streaming: another run is not started beside this one
+            _refused(http, devhost, _body(thread, "run-x", message="again"), 409, "runs already")
     try:
         assert len(responses) > 5, "the run ended before it could be cut"
         shown = [pair for response in responses for pair in _lane_texts(response)]
