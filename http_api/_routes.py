@@ -37,6 +37,7 @@ class Routes:
     WORKFLOW_RESPOND = "workflow/{name}/respond/{instanceId}/{requestId}"
     WORKFLOW_CANCEL = "workflow/{name}/cancel/{instanceId}"
     WORKFLOW_STREAM = "workflow/{name}/stream/{instanceId}"
+    WORKFLOW_PAGE = "workflow/{name}/page"
     HEALTH = "health"
     CHAT = "chat"
 
