@@ -399,9 +399,12 @@ class AgentHttpApi:
 
 async def _html_page(path: Path | None, missing: str) -> Response:
     """A static page of the app, read on every request (never cached by the browser), or a 404 saying ``missing``."""
-    if path is None or not path.is_file():
+    if path is None:
         raise RequestError(missing, 404)
-    html = await asyncio.to_thread(path.read_text, encoding="utf-8")
+    try:
+        html = await asyncio.to_thread(path.read_text, encoding="utf-8")
+    except FileNotFoundError as error:
+        raise RequestError(missing, 404) from error
     return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
 
 

@@ -37,6 +37,7 @@ EXPECTED_HTTP = {
     ),
     "health": ("health", ["GET"], "ANONYMOUS", False),
     "chat_page": ("chat", ["GET"], "ANONYMOUS", False),
+    "workflow_page": ("workflow/{name}/page", ["GET"], "ANONYMOUS", False),
 }
 
 
