@@ -260,10 +260,18 @@ def test_a_network_cut_resumes_the_lanes_and_a_reload_while_waiting_restores_the
         assert page.locator("#approval").is_visible() and page.locator("#cancel").is_visible()
         _screenshot(page, "workflow_page_reloaded_while_waiting.png")
 
-        # Approved from the reloaded page: the first draft is the plan.
+        # Another tab on the same instance waits with the same draft...
+        other = context.new_page()
+        other.goto(page.url)
+        other.wait_for_function("window.workflowState && window.workflowState.pending !== null", timeout=30_000)
+
+        # ...and when the reloaded page approves, the other tab's draft goes and the plan shows there too.
         page.click("#approve")
         page.wait_for_function("window.workflowState.outcome === 'completed'", timeout=30_000)
         assert _state(page, "[s.plan, s.rounds]") == [request["requestData"]["draft"], 1]
+        other.wait_for_function("window.workflowState.outcome === 'completed'", timeout=30_000)
+        assert _state(other, "[s.plan, s.reviews.length]") == [request["requestData"]["draft"], 1]
+        assert other.locator("#approval").is_hidden()
     finally:
         proxy.close()
 
