@@ -53,6 +53,9 @@ def chunk_to_sse(chunk: StreamChunk) -> str:
         return encode_sse_event("", event=chunk.kind, id=event_id)
     if chunk.kind == "replace":
         return encode_sse_event(chunk.text, event="replace", id=event_id)
+    if chunk.kind == "event":
+        # A session event (e.g. a workflow step's start): its JSON data, under its own name.
+        return encode_sse_event(chunk.data or "{}", event=chunk.event or "event", id=event_id)
     if chunk.kind in ("tool_call", "tool_result"):
         return encode_sse_event(json.dumps(chunk.tool_json(), ensure_ascii=False), event=chunk.kind, id=event_id)
     return encode_sse_event(chunk.text, event="message", id=event_id)

@@ -3,26 +3,19 @@
 They keep the paths and camelCase JSON of Agent Framework's built-in workflow routes (which take
 ``func.HttpRequest`` and so are left out of this streaming app) and add streaming: ``stream_url`` on
 start, ``steps`` in the status, a cancel that stops the running agent step, and the instance's SSE
-stream (``_workflow_stream``). Every route answers an instance of another workflow (or of no
-workflow) as unknown, as the built-in ones do.
+stream (``_workflow_stream``). What they do to an instance is in ``_workflow_instances``. Every route
+answers an instance of another workflow (or of no workflow) as unknown, as the built-in ones do.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import types
-import typing
-import uuid
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlencode
 
-from agent_framework_durabletask._workflows.naming import workflow_orchestrator_name
-from agent_framework_durabletask._workflows.serialization import resolve_type
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
 
-from travel_agents import WORKFLOW_CANCEL_ID
-from valkey_buffer import ValkeyStreamBuffer, parse_cursor, validate_id
+from valkey_buffer import ValkeyStreamBuffer, parse_cursor
 
 from ._errors import RequestError
 from ._event_stream import DeadlineStreamingResponse, sse_body
@@ -31,47 +24,12 @@ from ._run_input import MAX_BODY_BYTES, MAX_MESSAGE_CHARS
 from ._settings import StreamSettings
 from ._stream_tokens import StreamTokens
 from ._turn_outcome import read_turn_outcome
-from ._workflow_status import (
-    INPUT_RECEIVED,
-    START_EVENT_ID,
-    WORKFLOW_STARTED,
-    PendingRequest,
-    WorkflowStatus,
-    input_received_event_id,
-    is_workflow_end,
-    record_status,
-    workflow_status_of,
-)
+from ._workflow_instances import SupportsWorkflowClient, WorkflowInstances
+from ._workflow_status import PendingRequest, WorkflowStatus, is_workflow_end, record_status
 from ._workflow_steps import WorkflowStep, workflow_steps
-from ._workflow_stream import WorkflowStreams, event_data, workflow_chunk_to_sse
+from ._workflow_stream import WorkflowStreams, workflow_chunk_to_sse
 
 INSTANCE_ID_RESPONSE_HEADER = "x-instance-id"
-
-
-class SupportsWorkflowClient(Protocol):
-    """The durable client calls the workflow routes make (``DurableOrchestrationClient`` has them)."""
-
-    async def start_new(
-        self, orchestration_function_name: str, instance_id: str | None = None, client_input: Any = None
-    ) -> str:
-        """Start an orchestration instance."""
-        ...
-
-    async def get_status(self, instance_id: str) -> Any:
-        """An instance's status (falsy when unknown)."""
-        ...
-
-    async def raise_event(self, instance_id: str, event_name: str, event_data: Any = None) -> None:
-        """Raise an external event for a running instance."""
-        ...
-
-    async def terminate(self, instance_id: str, reason: str) -> None:
-        """Terminate a running instance."""
-        ...
-
-    async def read_entity_state(self, entity_id: Any, /) -> Any:
-        """Read an entity's state (an agent step's committed answer)."""
-        ...
 
 
 class WorkflowHttpApi:
@@ -95,6 +53,7 @@ class WorkflowHttpApi:
         route_prefix: str,
     ) -> None:
         self.buffer = buffer
+        self.instances = WorkflowInstances(buffer, workflow_names)
         self.streams = WorkflowStreams(buffer, workflow_names)
         self.stream_settings = stream_settings
         self.tokens = tokens
@@ -108,14 +67,9 @@ class WorkflowHttpApi:
         ``stream_url`` (the anonymous token route, for this instance's stream); 404 for an unknown
         workflow; 400 for a body that is not a JSON object with a non-empty ``message``.
         """
-        name = self._workflow(req)
+        name = self.instances.workflow_named(req.path_params.get("name"))
         message = await _message_of(req)
-        instance_id = uuid.uuid4().hex
-        # The stream's first entry says whose instance it is: the token route reads it to pick its reader.
-        await self.buffer.append_event_once(
-            instance_id, START_EVENT_ID, WORKFLOW_STARTED, {"workflow": name, "instance_id": instance_id}
-        )
-        await client.start_new(workflow_orchestrator_name(name), instance_id=instance_id, client_input=message)
+        instance_id = await self.instances.start(client, name, message)
         token = await self.tokens.issue(instance_id, None)
         stream_path = route_path(self.route_prefix, Routes.STREAM_WITH_TOKEN.format(session_id=instance_id))
         body = {
@@ -151,9 +105,8 @@ class WorkflowHttpApi:
         }
         if status.pending:
             body["pendingHumanInputRequests"] = [self._pending_json(req, name, status, p) for p in status.pending]
-        body["steps"] = [
-            step.to_json() for step in workflow_steps(await self.buffer.session_entries(status.instance_id))
-        ]
+        steps = workflow_steps(await self.buffer.session_entries(status.instance_id))
+        body["steps"] = [await self._committed_step(client, name, status.instance_id, step) for step in steps]
         return _json(body)
 
     @route(Routes.WORKFLOW_RESPOND)
@@ -165,27 +118,10 @@ class WorkflowHttpApi:
         str}``); 404 for an unknown instance or request; 409 for a request that was answered already
         or an instance that has ended. Only the first of concurrent answers is delivered.
         """
-        _name, status = await self._instance(req, client)
-        request_id = validate_id(req.path_params.get("requestId"), "requestId")
-        answered = await self._was_answered(status.instance_id, request_id)
-        if status.end_event is not None:
-            raise RequestError(f"The workflow instance has ended ({status.runtime_status}).", 409)
-        pending = next((p for p in status.pending if p.request_id == request_id), None)
-        if pending is None:
-            if answered:
-                raise RequestError(f"Request {request_id!r} was answered already; it is no longer pending.", 409)
-            raise RequestError(f"No pending request {request_id!r} in this instance.", 404)
-        response = _fitting(await _json_body(req), pending.response_type)
-        await record_status(self.buffer, status)  # the request is in the stream before its answer
-        claimed = await self.buffer.append_event_once(
-            status.instance_id,
-            input_received_event_id(request_id),
-            INPUT_RECEIVED,
-            {"request_id": request_id, "response": response},
+        _, status = await self._instance(req, client)
+        request_id = await self.instances.answer(
+            client, status, req.path_params.get("requestId"), await _json_body(req)
         )
-        if claimed is None:
-            raise RequestError(f"Request {request_id!r} was answered already; it is no longer pending.", 409)
-        await client.raise_event(status.instance_id, request_id, response)
         body = {"message": "Response delivered successfully", "instanceId": status.instance_id, "requestId": request_id}
         return _json(body)
 
@@ -199,15 +135,7 @@ class WorkflowHttpApi:
         unknown instance; 409 when it has ended already.
         """
         _, status = await self._instance(req, client)
-        if status.end_event is not None:
-            raise RequestError(f"The workflow instance has ended already ({status.runtime_status}).", 409)
-        # First the steps that start from now on (their entity calls may be on their way already)...
-        await self.buffer.request_cancel(status.instance_id, WORKFLOW_CANCEL_ID)
-        await client.terminate(status.instance_id, "cancelled through the cancel route")
-        # ...then the running ones: each stops its model and commits its partial answer as cancelled.
-        for step in workflow_steps(await self.buffer.session_entries(status.instance_id)):
-            if step.status == "running":
-                await self.buffer.request_cancel(status.instance_id, step.correlation_id)
+        await self.instances.cancel(client, status)
         return JSONResponse({"instanceId": status.instance_id, "status": "cancelling"}, status_code=202)
 
     @route(Routes.WORKFLOW_STREAM)
@@ -242,20 +170,9 @@ class WorkflowHttpApi:
 
     # ----- helpers -----
 
-    def _workflow(self, req: Request) -> str:
-        name = req.path_params.get("name")
-        if name not in self.streams.workflow_names:
-            known = ", ".join(self.streams.workflow_names)
-            raise RequestError(f"Workflow {name!r} is not hosted here; workflows: {known}.", 404)
-        return str(name)
-
     async def _instance(self, req: Request, client: SupportsWorkflowClient) -> tuple[str, WorkflowStatus]:
-        name = self._workflow(req)
-        instance_id = validate_id(req.path_params.get("instanceId"), "instanceId")
-        status = workflow_status_of(await client.get_status(instance_id), name)
-        if status is None:
-            raise RequestError(f"No instance {instance_id!r} of workflow {name!r}.", 404)
-        return name, status
+        name = self.instances.workflow_named(req.path_params.get("name"))
+        return name, await self.instances.status(client, name, req.path_params.get("instanceId"))
 
     async def _committed_step(
         self, client: SupportsWorkflowClient, name: str, instance_id: str, step: WorkflowStep
@@ -276,15 +193,6 @@ class WorkflowHttpApi:
             else:
                 shown["response"] = outcome.text
         return shown
-
-    async def _was_answered(self, instance_id: str, request_id: str) -> bool:
-        entries = await self.buffer.session_entries(instance_id)
-        return any(
-            entry.kind == "event"
-            and entry.event == INPUT_RECEIVED
-            and event_data(entry).get("request_id") == request_id
-            for entry in entries
-        )
 
     def _url(self, req: Request, template: str, name: str, instance_id: str, request_id: str | None = None) -> str:
         path = template.format(name=name, instanceId=instance_id, requestId=request_id)
@@ -323,47 +231,3 @@ async def _message_of(req: Request) -> str:
     if len(message) > MAX_MESSAGE_CHARS:
         raise RequestError(f"'message' must be at most {MAX_MESSAGE_CHARS} characters.")
     return message
-
-
-def _fitting(body: Any, response_type: str | None) -> Any:
-    """``body`` if it fits the dataclass the request's response type names: every required field, no
-    unknown one, each value of its field's type (bool, str, int, float). Other types pass unchecked."""
-    kind = resolve_type(response_type) if response_type else None
-    if kind is None or not dataclasses.is_dataclass(kind):
-        return body
-    if not isinstance(body, dict):
-        raise RequestError(f"The response must be a JSON object fitting {kind.__name__}.")
-    hints = typing.get_type_hints(kind)
-    fields = {field.name: field for field in dataclasses.fields(kind)}
-    unknown = sorted(set(body) - set(fields))
-    if unknown:
-        raise RequestError(f"Unknown field(s) {', '.join(unknown)} for {kind.__name__}; fields: {', '.join(fields)}.")
-    for field_name, field in fields.items():
-        required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
-        if field_name not in body:
-            if required:
-                raise RequestError(f"'{field_name}' is required in a {kind.__name__} response.")
-            continue
-        if not _is_of(body[field_name], hints.get(field_name, Any)):
-            raise RequestError(f"'{field_name}' must be of type {_type_name(hints.get(field_name))}.")
-    return body
-
-
-def _is_of(value: Any, hint: Any) -> bool:
-    if hint is Any:
-        return True
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return any(_is_of(value, option) for option in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint in (int, float):
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    return True
-
-
-def _type_name(hint: Any) -> str:
-    return getattr(hint, "__name__", str(hint))

@@ -52,7 +52,9 @@ def workflow_event(chunk: StreamChunk) -> tuple[str, dict[str, Any]]:
     """
     lane = {"correlation_id": chunk.correlation_id, "agent": chunk.agent}
     if chunk.kind == "event":
-        return chunk.event or "event", {**lane, **event_data(chunk)} if chunk.correlation_id else event_data(chunk)
+        # A step's event says which lane it opens; a workflow-level one carries its data alone.
+        payload = {**lane, **event_data(chunk)} if chunk.correlation_id else event_data(chunk)
+        return chunk.event or "event", payload
     if chunk.kind == "error" and not chunk.entry_id and not chunk.correlation_id:
         return "error", {"error": chunk.error or "error"}
     if chunk.kind in _TURN_ENDS:

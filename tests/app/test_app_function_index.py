@@ -35,10 +35,27 @@ EXPECTED_HTTP = {
         "FUNCTION",
         True,
     ),
+    "workflow_run": ("workflow/{name}/run", ["POST"], "FUNCTION", True),
+    "workflow_status": ("workflow/{name}/status/{instanceId}", ["GET"], "FUNCTION", True),
+    "workflow_respond": ("workflow/{name}/respond/{instanceId}/{requestId}", ["POST"], "FUNCTION", True),
+    "workflow_cancel": ("workflow/{name}/cancel/{instanceId}", ["POST"], "FUNCTION", True),
+    "workflow_stream": ("workflow/{name}/stream/{instanceId}", ["GET"], "FUNCTION", True),
     "health": ("health", ["GET"], "ANONYMOUS", False),
     "chat_page": ("chat", ["GET"], "ANONYMOUS", False),
     "workflow_page": ("workflow/{name}/page", ["GET"], "ANONYMOUS", False),
 }
+
+
+# The workflow trip_planner: its agents' entities, its other executors' activities, its orchestrator.
+EXPECTED_WORKFLOW_ENTITIES = {
+    "dafx-trip_planner-DestinationResearcher",
+    "dafx-trip_planner-BudgetPlanner",
+    "dafx-trip_planner-PlanWriter",
+}
+EXPECTED_ACTIVITIES = {"dafx-trip_planner-intake", "dafx-trip_planner-brief", "dafx-trip_planner-approval"}
+EXPECTED_ORCHESTRATORS = {"dafx-trip_planner"}
+# What AgentFunctionApp registers for a workflow on its own: func.HttpRequest routes, kept out of this app.
+FRAMEWORK_WORKFLOW_ROUTES = {"dafx-trip_planner-start", "dafx-trip_planner-status", "dafx-trip_planner-respond"}
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +92,37 @@ def test_one_entity_trigger_per_agent(indexed: tuple[ModuleType, dict[str, dict[
         if any(binding["type"] == "entityTrigger" for binding in spec["bindings"])
     }
 
-    assert entities == {f"dafx-{agent.name}": [f"dafx-{agent.name}"] for agent in module.agents}
+    expected = {f"dafx-{agent.name}" for agent in module.agents} | EXPECTED_WORKFLOW_ENTITIES
+    assert entities == {name: [name] for name in expected}
     assert [agent.name for agent in module.agents] == ["TravelAgent"]
+
+
+def test_the_workflow_is_its_orchestrator_and_activities_without_the_frameworks_http_routes(
+    indexed: tuple[ModuleType, dict[str, dict[str, Any]]],
+) -> None:
+    module, functions = indexed
+    triggers = {name: spec["bindings"][0]["type"] for name, spec in functions.items()}
+
+    assert {n for n, t in triggers.items() if t == "orchestrationTrigger"} == EXPECTED_ORCHESTRATORS
+    assert {n for n, t in triggers.items() if t == "activityTrigger"} == EXPECTED_ACTIVITIES
+    assert not FRAMEWORK_WORKFLOW_ROUTES & set(functions)
+    assert list(module.app.workflows) == ["trip_planner"]
+
+
+def test_agent_function_app_alone_would_register_the_frameworks_workflow_routes() -> None:
+    # The control: without StreamingAgentFunctionApp, the func.HttpRequest routes come back whatever
+    # enable_http_endpoints says (1.0.0b260922), which is what the test above shows absent.
+    from agent_framework_azurefunctions import AgentFunctionApp
+
+    from travel_agents import ModelSettings, build_workflows
+
+    class _Sink:
+        async def write_error(self, *args: Any, **kwargs: Any) -> None: ...
+
+    workflows = build_workflows(ModelSettings.from_env({}), buffer=_Sink())  # type: ignore[arg-type]
+    plain = AgentFunctionApp(workflows=workflows, enable_http_endpoints=False, enable_health_check=False)
+    names = {function.get_function_name() for function in indexed_functions(plain)}
+    assert names >= FRAMEWORK_WORKFLOW_ROUTES
 
 
 def test_no_function_takes_a_classic_http_request(indexed: tuple[ModuleType, dict[str, dict[str, Any]]]) -> None:
@@ -99,7 +145,11 @@ def test_the_buffer_is_every_agents_callback_failure_sink_and_cancellation_sourc
     assert module.app.default_callback is module.buffer
     assert module.app.enable_http_endpoints is False
     assert module.app.enable_health_check is False
-    for agent in module.agents:
+    workflow_agents = [
+        executor.agent for executor in module.workflows[0].executors.values() if hasattr(executor, "agent")
+    ]
+    assert len(workflow_agents) == 3
+    for agent in [*module.agents, *workflow_agents]:
         reporters = [m for m in agent.agent_middleware if isinstance(m, TurnFailureReporter)]
         assert len(reporters) == 1
         assert reporters[0].sink is module.buffer
@@ -136,4 +186,5 @@ def test_importing_function_app_connects_to_nothing() -> None:
         assert result.returncode == 0, result.stderr
         with pytest.raises(TimeoutError):
             listener.accept()
-    assert result.stdout.split() == ["OpenAIChatCompletionClient", str(len(EXPECTED_HTTP) + 1)]
+    durable = EXPECTED_WORKFLOW_ENTITIES | EXPECTED_ACTIVITIES | EXPECTED_ORCHESTRATORS
+    assert result.stdout.split() == ["OpenAIChatCompletionClient", str(len(EXPECTED_HTTP) + 1 + len(durable))]

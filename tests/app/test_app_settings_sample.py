@@ -9,7 +9,7 @@ from pathlib import Path
 
 from http_api import RunInputSettings, StreamSettings
 from tests.app.app_harness import ROOT
-from travel_agents import ModelSettings
+from travel_agents import ModelSettings, max_revisions_from_env
 from valkey_buffer import ValkeySettings
 
 # Read by the Functions host and the Python worker, not by our code.
@@ -54,6 +54,7 @@ def _read_by_settings_classes(values: Mapping[str, str] | None = None) -> set[st
     ModelSettings.from_env(environ)
     StreamSettings.from_env(environ)
     RunInputSettings.from_env(environ)
+    max_revisions_from_env(environ)
     return environ.read
 
 
@@ -88,6 +89,7 @@ def test_the_sample_values_are_valid_local_defaults_without_secrets() -> None:
     model = ModelSettings.from_env(values)
     streams = StreamSettings.from_env(values)
     run_input = RunInputSettings.from_env(values)
+    assert max_revisions_from_env(values) == 3
 
     assert (valkey.host, valkey.port, valkey.tls, valkey.cluster, valkey.auth) == (
         "localhost",

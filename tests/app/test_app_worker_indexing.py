@@ -23,7 +23,13 @@ from typing import Any
 import pytest
 
 from tests.app.app_harness import ROOT
-from tests.app.test_app_function_index import EXPECTED_HTTP
+from tests.app.test_app_function_index import (
+    EXPECTED_ACTIVITIES,
+    EXPECTED_HTTP,
+    EXPECTED_ORCHESTRATORS,
+    EXPECTED_WORKFLOW_ENTITIES,
+    FRAMEWORK_WORKFLOW_ROUTES,
+)
 from tests.valkey_servers import ValkeyProcess
 
 if sys.version_info < (3, 13):
@@ -40,7 +46,7 @@ if importlib.util.find_spec("azure_functions_runtime") is None:
 
 from azurefunctions.extensions.http.fastapi import Request, Response
 
-EXPECTED_ENTITIES = {"dafx-TravelAgent"}
+EXPECTED_ENTITIES = {"dafx-TravelAgent"} | EXPECTED_WORKFLOW_ENTITIES
 # FunctionRpc.proto's BindingInfo.Direction.
 IN, OUT = 0, 1
 
@@ -105,7 +111,9 @@ def test_the_worker_indexes_at_init_and_starts_its_http_streaming_proxy(indexed:
 def test_the_host_receives_every_function_and_nothing_else(indexed: dict[str, Any]) -> None:
     functions = indexed["metadata"]["functions"]
 
-    assert set(functions) == set(EXPECTED_HTTP) | EXPECTED_ENTITIES
+    assert set(functions) == set(EXPECTED_HTTP) | EXPECTED_ENTITIES | EXPECTED_ACTIVITIES | EXPECTED_ORCHESTRATORS
+    # The workflow's built-in func.HttpRequest routes are not among them (see StreamingAgentFunctionApp).
+    assert not FRAMEWORK_WORKFLOW_ROUTES & set(functions)
     for name, spec in functions.items():
         assert (spec["script_file"], spec["entry_point"], spec["language"]) == ("function_app.py", name, "python")
         assert spec["properties"] == {"worker_indexed": "True"}, name
