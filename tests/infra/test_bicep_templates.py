@@ -55,6 +55,7 @@ SETTINGS_THE_CODE_READS = (
     "AZURE_OPENAI_DEPLOYMENT",
     "AZURE_CLIENT_ID",
     "SCRIPTED_CHUNK_DELAY_MS",
+    "TRIP_PLANNER_MAX_REVISIONS",
     "STREAM_MAX_DURATION_SECONDS",
     "STREAM_HEARTBEAT_SECONDS",
     "STREAM_TOKEN_TTL_SECONDS",
@@ -78,6 +79,7 @@ LEFT_UNSET_IN_AZURE = {
     "VALKEY_PASSWORD": "Entra ID: the token is the password",
     "VALKEY_URL": "host and port settings instead of a URL that would carry credentials",
     "SCRIPTED_CHUNK_DELAY_MS": "demo-only pacing of the offline scripted model",
+    "TRIP_PLANNER_MAX_REVISIONS": "the sample workflow's default (3) applies; an app setting changes it",
     "AzureWebJobsStorage": "identity-based AzureWebJobsStorage__* instead of a connection string",
     "FUNCTIONS_WORKER_RUNTIME": "Flex Consumption takes the runtime from functionAppConfig and rejects this setting",
 }
