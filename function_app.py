@@ -59,6 +59,7 @@ api = AgentHttpApi(
     poll_interval_seconds=app.poll_interval_seconds,
     max_poll_retries=app.max_poll_retries,
     chat_page=APP_DIR / "static" / "chat.html",
+    workflow_page=APP_DIR / "static" / "workflow.html",
     run_input_settings=run_input_settings,
     route_prefix=route_prefix_from_host_json(APP_DIR),
     workflow_names=list(app.workflows),
@@ -192,3 +193,10 @@ async def health(req: Request) -> Response:
 async def chat_page(req: Request) -> Response:
     """The browser chat page (static/chat.html); it passes a `code` query value on to the API."""
     return await api.chat_page(req)
+
+
+@app.function_name("workflow_page")
+@app.route(route=Routes.WORKFLOW_PAGE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def workflow_page(req: Request) -> Response:
+    """The browser workflow page (static/workflow.html): lanes per agent, approval, cancel, the outcome."""
+    return await api.workflow_page(req)

@@ -1,4 +1,4 @@
-"""The HTTP handlers: start a turn, stream it, resume a stream, report a turn's outcome, health, chat page.
+"""The HTTP handlers: start a turn, stream it, resume a stream, report a turn's outcome, health, the pages.
 
 Every handler takes the Starlette/FastAPI ``Request`` that Azure Functions' HTTP streaming hands it
 (and the durable client where it needs one) and returns a FastAPI response: ``function_app.py``
@@ -55,6 +55,7 @@ class AgentHttpApi:
         poll_interval_seconds: Delay between entity state reads while waiting for a response.
         max_poll_retries: Entity state reads before a waiting run request gives up with ``timeout``.
         chat_page: The HTML file served by :meth:`chat_page`.
+        workflow_page: The HTML file served by :meth:`workflow_page`.
         run_input_settings: What a request that starts a turn may ask for (system-role messages).
         route_prefix: The host's route prefix (host.json's ``routePrefix``; see
             ``route_prefix_from_host_json``): span names and ``stream_url`` carry it.
@@ -75,6 +76,7 @@ class AgentHttpApi:
         poll_interval_seconds: float = 1.0,
         max_poll_retries: int = 30,
         chat_page: Path | None = None,
+        workflow_page: Path | None = None,
         run_input_settings: RunInputSettings | None = None,
         route_prefix: str = DEFAULT_ROUTE_PREFIX,
         workflow_names: Sequence[str] = (),
@@ -88,6 +90,7 @@ class AgentHttpApi:
         self.buffer = buffer
         self.stream_settings = stream_settings
         self.chat_page_path = chat_page
+        self.workflow_page_path = workflow_page
         self.run_input_settings = run_input_settings or RunInputSettings()
         self.route_prefix = route_prefix
         self.tokens = StreamTokens(
@@ -314,11 +317,20 @@ class AgentHttpApi:
     @route(Routes.CHAT)
     async def chat_page(self, req: Request) -> Response:
         """``GET /api/chat``: the browser page that streams a turn with ``EventSource``."""
-        path = self.chat_page_path
-        if path is None or not path.is_file():
-            raise RequestError("The chat page is not installed (static/chat.html).", 404)
-        html = await asyncio.to_thread(path.read_text, encoding="utf-8")
-        return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
+        return await _html_page(self.chat_page_path, "The chat page is not installed (static/chat.html).")
+
+    @route(Routes.WORKFLOW_PAGE)
+    async def workflow_page(self, req: Request) -> Response:
+        """``GET /api/workflow/{name}/page``: the browser page that runs a workflow and shows it live.
+
+        One lane per agent, filled as the agents stream; the draft with Approve and Request changes
+        while the workflow waits for a person; Cancel; the outcome. 404 for a workflow not hosted here.
+        """
+        name = req.path_params.get("name")
+        if name not in self.workflows.streams.workflow_names:
+            known = ", ".join(self.workflows.streams.workflow_names)
+            raise RequestError(f"Workflow {name!r} is not hosted here; workflows: {known}.", 404)
+        return await _html_page(self.workflow_page_path, "The workflow page is not installed (static/workflow.html).")
 
     # ----- helpers -----
 
@@ -386,6 +398,17 @@ class AgentHttpApi:
         token = await self.tokens.issue(session_id, None if whole_session else correlation_id)
         path = route_path(self.route_prefix, Routes.STREAM_WITH_TOKEN.format(session_id=session_id))
         return f"{path}?{urlencode({'correlation_id': correlation_id, 'token': token})}"
+
+
+async def _html_page(path: Path | None, missing: str) -> Response:
+    """A static page of the app, read on every request (never cached by the browser), or a 404 saying ``missing``."""
+    if path is None:
+        raise RequestError(missing, 404)
+    try:
+        html = await asyncio.to_thread(path.read_text, encoding="utf-8")
+    except FileNotFoundError as error:
+        raise RequestError(missing, 404) from error
+    return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
 
 
 def _waited_answer(accepted: dict[str, Any], outcome: TurnOutcome) -> tuple[dict[str, Any], int]:

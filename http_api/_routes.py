@@ -38,6 +38,7 @@ class Routes:
     WORKFLOW_CANCEL = "workflow/{name}/cancel/{instanceId}"
     WORKFLOW_STREAM = "workflow/{name}/stream/{instanceId}"
     WORKFLOW_AGUI = "workflow/{name}/ag-ui"
+    WORKFLOW_PAGE = "workflow/{name}/page"
     HEALTH = "health"
     CHAT = "chat"
 

@@ -43,6 +43,7 @@ EXPECTED_HTTP = {
     "workflow_ag_ui": ("workflow/{name}/ag-ui", ["POST"], "FUNCTION", True),
     "health": ("health", ["GET"], "ANONYMOUS", False),
     "chat_page": ("chat", ["GET"], "ANONYMOUS", False),
+    "workflow_page": ("workflow/{name}/page", ["GET"], "ANONYMOUS", False),
 }
 
 

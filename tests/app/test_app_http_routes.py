@@ -287,6 +287,24 @@ async def test_chat_page_is_served_as_html(http: httpx.AsyncClient) -> None:
     assert "Last-Event-ID" in response.text and "EventSource(" not in response.text
 
 
+async def test_workflow_page_is_served_as_html_without_a_function_key(http: httpx.AsyncClient) -> None:
+    response = await http.get("/api/workflow/trip_planner/page")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.headers["cache-control"] == "no-cache"
+    # It follows the instance's stream with fetch, resuming with Last-Event-ID, and answers the approval.
+    assert "Last-Event-ID" in response.text and "EventSource(" not in response.text
+    assert 'id="approve"' in response.text and 'id="request-changes"' in response.text
+
+
+async def test_the_page_of_a_workflow_not_hosted_is_a_404(http: httpx.AsyncClient) -> None:
+    response = await http.get("/api/workflow/no_such_workflow/page")
+
+    assert response.status_code == 404
+    assert "trip_planner" in response.json()["error"]
+
+
 def _entity_id(signal: Signal) -> df.EntityId:
     return df.EntityId(signal.entity_name, signal.key)
 

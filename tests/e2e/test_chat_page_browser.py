@@ -3,20 +3,18 @@ mid-answer, and Stop ends a turn with its partial answer."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
+from tests.e2e.chromium import chromium_or_skip, launched_chromium
 from tests.e2e.devhost_process import PROJECT_ROOT, DevHostProcess
 from tests.e2e.sse_turns import committed_turn
 from tests.e2e.tcp_cut_proxy import TcpCutProxy
 
-# Debian's Chromium; CHROMIUM_PATH names another build of it (Playwright never downloads one here).
-CHROMIUM = os.environ.get("CHROMIUM_PATH") or "/usr/bin/chromium"
 SCREENSHOT = PROJECT_ROOT / "test-output" / "e2e" / "chat_page_after_network_cut.png"
 
 pytestmark = pytest.mark.browser
@@ -28,12 +26,7 @@ def chromium() -> str:
 
     Autouse, so it runs before the host is started: a missing browser costs nothing.
     """
-    if os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK):
-        return CHROMIUM
-    reason = f"no Chromium at {CHROMIUM}: install Debian's package (apt-get install chromium) or set CHROMIUM_PATH"
-    if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail(f"{reason}; CI=true, where the browser test must run", pytrace=False)
-    pytest.skip(reason)
+    return chromium_or_skip()
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +46,8 @@ def proxy(page_host: DevHostProcess) -> Iterator[TcpCutProxy]:
 
 @pytest.fixture(scope="module")
 def browser(chromium: str) -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        # Debian's Chromium, never a downloaded browser build.
-        launched = playwright.chromium.launch(
-            executable_path=chromium,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+    with launched_chromium(chromium) as launched:
         yield launched
-        launched.close()
 
 
 def _turn(page: Page, index: int, expression: str) -> object:

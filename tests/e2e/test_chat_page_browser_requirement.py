@@ -1,4 +1,4 @@
-"""Without Chromium the browser test skips in one line naming the package to install; under CI=true it fails."""
+"""Without Chromium the browser tests skip in one line each naming the package to install; under CI=true they fail."""
 
 from __future__ import annotations
 
@@ -9,18 +9,18 @@ from pathlib import Path
 
 from tests.e2e.devhost_process import PROJECT_ROOT
 
-BROWSER_TEST = "tests/e2e/test_chat_page_browser.py"
-BROWSER_TESTS = (PROJECT_ROOT / BROWSER_TEST).read_text().count("\ndef test_")
+BROWSER_TEST_FILES = ("tests/e2e/test_chat_page_browser.py", "tests/e2e/test_workflow_page_browser.py")
+BROWSER_TESTS = sum((PROJECT_ROOT / path).read_text().count("\ndef test_") for path in BROWSER_TEST_FILES)
 
 
 def _run_browser_test(chromium_path: Path, ci: str | None) -> subprocess.CompletedProcess[str]:
-    """Run the browser test file in its own pytest, with ``CHROMIUM_PATH`` and ``CI`` as given."""
+    """Run the browser test files in their own pytest, with ``CHROMIUM_PATH`` and ``CI`` as given."""
     env = {name: value for name, value in os.environ.items() if name not in ("CI", "PYTEST_ADDOPTS")}
     env["CHROMIUM_PATH"] = str(chromium_path)
     if ci is not None:
         env["CI"] = ci
     return subprocess.run(
-        [sys.executable, "-m", "pytest", BROWSER_TEST, "-q", "-rsE", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", *BROWSER_TEST_FILES, "-q", "-rsE", "-p", "no:cacheprovider"],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,

@@ -742,7 +742,7 @@ def test_funcignore_keeps_development_files_out_of_the_package() -> None:
     }
     assert {"tests/", "bench/", "infra/", "devhost/", ".venv/", ".venv-checkov/", "local.settings.json"} <= patterns
     # What the app needs at run time: its entry point, host.json, its requirements, the packages
-    # function_app.py imports from the repository, and the chat page it serves.
+    # function_app.py imports from the repository, and the pages it serves.
     imported = {
         (node.module or "").split(".")[0] if isinstance(node, ast.ImportFrom) else alias.name.split(".")[0]
         for node in ast.walk(ast.parse((REPO_ROOT / "function_app.py").read_text()))
@@ -751,7 +751,8 @@ def test_funcignore_keeps_development_files_out_of_the_package() -> None:
     }
     local_packages = {f"{name}/" for name in imported if (REPO_ROOT / name).is_dir()}
     assert "valkey_buffer/" in local_packages
-    for shipped in {"function_app.py", "host.json", "requirements.txt", "static/chat.html"} | local_packages:
+    pages = {"static/chat.html", "static/workflow.html"}
+    for shipped in {"function_app.py", "host.json", "requirements.txt"} | pages | local_packages:
         assert not any(fnmatch.fnmatch(shipped, pattern) or shipped.startswith(pattern) for pattern in patterns), (
             f"{shipped} would be left out of the deployment package"
         )
