@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import importlib
 import random
 import tempfile
@@ -32,7 +33,7 @@ from glide import GlideClient, GlideClientConfiguration, NodeAddress
 from bench._baseline import load_baseline
 from bench._stats import pct
 from bench.bench_live_path import _write_paths
-from tests.valkey_servers import ValkeyProcess
+from tests.valkey_servers import ValkeyCluster, ValkeyProcess
 
 DEFAULT_BASELINE = "6e531ac"
 CHUNK_INTERVAL = 0.05  # a model's pace: 20 chunks a second per turn
@@ -129,6 +130,43 @@ async def scale_round(vb: ModuleType, server: ValkeyProcess, turns: int, seconds
     )
 
 
+def _commands(server: ValkeyProcess | ValkeyCluster) -> int:
+    # Every command but the INFO calls that count them.
+    return sum(calls for name, calls in server.command_calls().items() if name != "info")
+
+
+async def idle_cost(vb: ModuleType, server: ValkeyProcess | ValkeyCluster, readers: int, seconds: float) -> str:
+    """``readers`` live readers of turns that write nothing: Valkey commands/s and this process's CPU s/s."""
+    settings = vb.ValkeySettings(host=server.host, port=server.port, cluster=isinstance(server, ValkeyCluster))
+    buffer = vb.ValkeyStreamBuffer(settings)
+
+    async def read(session: str) -> None:
+        async for _ in buffer.read_stream(session, correlation_id="idle", idle_timeout=seconds * 10):
+            pass
+
+    tasks = [asyncio.create_task(read(uuid.uuid4().hex)) for _ in range(readers)]
+    try:
+        deadline = time.monotonic() + 60
+        while buffer.reader_stats().active < readers and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # every reader caught up and followed
+        commands, cpu, started = _commands(server), time.process_time(), time.perf_counter()
+        await asyncio.sleep(seconds)
+        elapsed = time.perf_counter() - started
+        rate, host_cpu = (_commands(server) - commands) / elapsed, (time.process_time() - cpu) / elapsed
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await buffer.aclose()
+    kind = "cluster (notifications)" if isinstance(server, ValkeyCluster) else "standalone (blocking read)"
+    return (
+        f"idle streams, {kind}: {readers} readers waiting {seconds:g} s: {rate:.1f} Valkey commands/s "
+        f"({rate / readers:.3f} per stream), host CPU {host_cpu:.3f} s/s "
+        f"({host_cpu / readers * 1e6:.0f} µs/s per stream)"
+    )
+
+
 def _line(name: str, turns: int, result: ScaleResult) -> str:
     share = result.delivered_per_s / result.offered_per_s
     line = (
@@ -184,7 +222,21 @@ async def http_clients(clients: int, chunk_delay_ms: int, turns_shared: int) -> 
         host.stop()
 
 
+async def _idle_costs(vb: ModuleType, server: ValkeyProcess, arguments: argparse.Namespace) -> None:
+    print(await idle_cost(vb, server, arguments.idle_readers, arguments.idle_seconds), flush=True)
+    cluster = ValkeyCluster().start()
+    try:
+        print(await idle_cost(vb, cluster, arguments.idle_readers, arguments.idle_seconds), flush=True)
+    finally:
+        cluster.stop()
+
+
 async def main(arguments: argparse.Namespace) -> None:
+    if arguments.gc_threshold:
+        # What the collector costs grows with the objects in flight (thousands of turns and readers):
+        # a larger first generation makes collections rarer. Applies to both revisions alike.
+        gc.set_threshold(arguments.gc_threshold, *gc.get_threshold()[1:])
+    print(f"gc thresholds {gc.get_threshold()}", flush=True)
     if not arguments.http_only:
         server = ValkeyProcess().start()
         try:
@@ -196,6 +248,8 @@ async def main(arguments: argparse.Namespace) -> None:
                 await scale_curve(implementations, server, arguments.n, arguments.seconds)
                 if not arguments.no_write_path:
                     await _write_paths(*implementations.values(), server, rounds=arguments.write_rounds)
+                if not arguments.no_idle:
+                    await _idle_costs(implementations["this checkout"], server, arguments)
         finally:
             server.stop()
     if arguments.http or arguments.http_only:
@@ -210,6 +264,10 @@ def _arguments(argv: Any = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=6.0, help="how long each turn streams")
     parser.add_argument("--write-rounds", type=int, default=6, help="alternating rounds of the write path")
     parser.add_argument("--no-write-path", action="store_true", help="skip the write path of one turn")
+    parser.add_argument("--no-idle", action="store_true", help="skip what idle streams cost")
+    parser.add_argument("--idle-readers", type=int, default=1000)
+    parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument("--gc-threshold", type=int, default=0, help="the collector's first threshold (0: Python's)")
     parser.add_argument("--http", action="store_true", help="also 1,000 SSE clients on one local host")
     parser.add_argument("--http-only", action="store_true", help="only the SSE clients on one local host")
     parser.add_argument("--http-clients", type=int, default=1000)

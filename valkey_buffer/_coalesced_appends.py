@@ -22,6 +22,7 @@ import json
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from glide import RequestError, Script
 
@@ -90,7 +91,7 @@ return results
 """
 
 # GLIDE keeps a script's source only while its Script object lives: one for the process.
-COALESCED_APPEND_SCRIPT = Script(_SOURCE)  # type: ignore[no-untyped-call]
+COALESCED_APPEND_SCRIPT = Script(_SOURCE)
 
 # Entries per call at most: a call's script holds the server for its length (about 1 µs an entry).
 _MAX_ENTRIES_PER_CALL = 2048
@@ -129,58 +130,68 @@ class CoalescedAppends:
         self._ttl = str(ttl_seconds)
         self._maxlen = str(maxlen) if maxlen else ""
         self._waiting: deque[tuple[TurnBatch, asyncio.Future[AppendResult]]] = deque()
+        self._calls = 0  # calls being made: while there is one, batches handed in wait for the next
         self._sender: asyncio.Task[None] | None = None
 
-    async def append(self, batch: TurnBatch) -> AppendResult:
+    async def append(self, batch: TurnBatch, client: GlideAnyClient) -> AppendResult:
         """Append one turn's batch in the next call; what the script answered for it.
+
+        ``client`` is the running loop's client, for a call made at once.
 
         Raises:
             RequestError: The script's error for this turn, or the call's.
             Exception: Whatever the call raised (a timeout, a closed connection).
         """
+        if not self._calls:
+            # Nothing in flight (so nothing waits either): the batch goes at once, from this turn's
+            # own task, and a lone turn pays no hand-off. Batches handed in meanwhile follow together.
+            self._calls += 1
+            try:
+                return _answer((await self._call([batch], client))[0])
+            finally:
+                self._calls -= 1
+                self._send_the_waiting()
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
         self._waiting.append((batch, future))
-        if self._sender is None or self._sender.done():
-            # The sender serves every turn of the loop: it runs in an empty context, not the turn's
+        return await future
+
+    def _send_the_waiting(self) -> None:
+        if self._waiting and (self._sender is None or self._sender.done()):
+            # The sender serves every turn of the loop: it runs in an empty context, not a turn's
             # (whose trace its logs would otherwise carry).
             self._sender = asyncio.get_running_loop().create_task(
                 self._send_all(), name="valkey-coalesced-appends", context=contextvars.Context()
             )
-        return await future
 
     async def _send_all(self) -> None:
+        self._calls += 1
         try:
-            await self._send_waiting()
+            while self._waiting:
+                await self._send(self._next_group())
         except asyncio.CancelledError:
             # The loop is shutting down: no turn waits for a call that will not be made.
             for _, future in self._waiting:
                 future.cancel()
             self._waiting.clear()
             raise
+        finally:
+            self._calls -= 1
 
-    async def _send_waiting(self) -> None:
-        while self._waiting:
-            group: list[tuple[TurnBatch, asyncio.Future[AppendResult]]] = []
-            size = 0
-            while self._waiting and (not group or size + len(self._waiting[0][0].entries) <= _MAX_ENTRIES_PER_CALL):
-                batch, future = self._waiting.popleft()
-                if not future.done():  # its turn stopped waiting (the buffer is closing)
-                    group.append((batch, future))
-                    size += len(batch.entries)
-            if group:
-                await self._send(group)
+    def _next_group(self) -> list[tuple[TurnBatch, asyncio.Future[AppendResult]]]:
+        group: list[tuple[TurnBatch, asyncio.Future[AppendResult]]] = []
+        size = 0
+        while self._waiting and (not group or size + len(self._waiting[0][0].entries) <= _MAX_ENTRIES_PER_CALL):
+            batch, future = self._waiting.popleft()
+            if not future.done():  # its turn stopped waiting (the buffer is closing)
+                group.append((batch, future))
+                size += len(batch.entries)
+        return group
 
     async def _send(self, group: list[tuple[TurnBatch, asyncio.Future[AppendResult]]]) -> None:
-        keys = [key for batch, _ in group for key in batch.keys]
-        turns = [
-            [batch.mark_field, batch.cancel_check, [[entry.sequence, *entry.fields] for entry in batch.entries]]
-            for batch, _ in group
-        ]
-        # Text may hold any character: JSON carries it as UTF-8, which the script's cjson passes through.
-        args = [self._ttl, self._maxlen, "p" if self._notify() else "", json.dumps(turns, ensure_ascii=False)]
+        if not group:
+            return
         try:
-            client = await self._client()
-            replies = await client.invoke_script(COALESCED_APPEND_SCRIPT, keys=keys, args=args)
+            replies = await self._call([batch for batch, _ in group], await self._client())
         except asyncio.CancelledError:
             for _, future in group:
                 future.cancel()
@@ -193,8 +204,27 @@ class CoalescedAppends:
         for (_, future), reply in zip(group, replies, strict=True):
             if future.done():
                 continue
-            appended, found, cancelled, refused, failure = reply
-            if failure:
-                future.set_exception(RequestError(text(failure)))
-            else:
-                future.set_result(AppendResult(int(appended), int(found), bool(cancelled), text(refused)))
+            try:
+                future.set_result(_answer(reply))
+            except RequestError as error:
+                future.set_exception(error)
+
+    async def _call(self, batches: list[TurnBatch], client: GlideAnyClient) -> list[Any]:
+        """One script call for ``batches``: the script's answer per turn."""
+        keys = [key for batch in batches for key in batch.keys]
+        turns = [
+            [batch.mark_field, batch.cancel_check, [[entry.sequence, *entry.fields] for entry in batch.entries]]
+            for batch in batches
+        ]
+        # Text may hold any character: JSON carries it as UTF-8, which the script's cjson passes through.
+        args = [self._ttl, self._maxlen, "p" if self._notify() else "", json.dumps(turns, ensure_ascii=False)]
+        replies = await client.invoke_script(COALESCED_APPEND_SCRIPT, keys=keys, args=args)
+        return list(replies)
+
+
+def _answer(reply: Any) -> AppendResult:
+    """The script's answer for one turn; raises the turn's own error (``RequestError``)."""
+    appended, found, cancelled, refused, failure = reply
+    if failure:
+        raise RequestError(text(failure))
+    return AppendResult(int(appended), int(found), bool(cancelled), text(refused))

@@ -243,7 +243,8 @@ class TurnWriters:
                     mark_field=f"{correlation_id}:{run}",
                     cancel_check=correlation_id if check else "",
                     entries=entries,
-                )
+                ),
+                client,
             )
             self._note_publish_refusal(key, result)
             return result
