@@ -195,29 +195,46 @@ async def scale_curve(
             print(_line(name, turns, results[name]), flush=True)
 
 
-async def http_clients(clients: int, chunk_delay_ms: int, turns_shared: int) -> None:
-    """``clients`` concurrent SSE clients on one local host (see ``bench_devhost``)."""
+async def http_clients(clients: int, chunk_delay_ms: int, turns: int) -> None:
+    """``clients`` concurrent SSE clients on one local host, following ``turns`` scripted turns."""
     import httpx
+    from httpx_sse import aconnect_sse
 
-    from bench.bench_devhost import run_round, shared_turns
+    from bench.bench_devhost import ClientResult, _read, run_round
     from tests.e2e.devhost_process import DevHostProcess
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-scale-http-"))
     host = DevHostProcess.start(
         workdir,
         env={"SCRIPTED_CHUNK_DELAY_MS": str(chunk_delay_ms)},
-        args=["--max-concurrent-turns", str(max(turns_shared, 10))],
+        args=["--max-concurrent-turns", str(max(turns, 10))],
         name="bench-scale",
     )
     try:
         limits = httpx.Limits(max_connections=clients + 20, max_keepalive_connections=clients + 20)
         async with httpx.AsyncClient(timeout=httpx.Timeout(180, connect=60), limits=limits) as client:
-            agent = (await client.get(f"{host.api}/health")).json()["agents"][0]["name"]
-            await run_round(
-                f"HTTP: {clients} SSE clients on one local host, {turns_shared} turns (GET /agent/stream)",
-                host,
-                lambda: shared_turns(client, host.api, agent, clients, turns_shared),
-            )
+            api = host.api
+            agent = (await client.get(f"{api}/health")).json()["agents"][0]["name"]
+            started: list[tuple[str, str]] = []
+            for index in range(turns):
+                response = await client.post(f"{api}/agents/{agent}/run", json={"message": f"turn {index}: Bergen"})
+                response.raise_for_status()
+                started.append((response.json()["session_id"], response.json()["correlation_id"]))
+
+            async def one(index: int) -> ClientResult:
+                # First event: from this client's own request (it joins a running turn, so the
+                # catch-up answers at once); between events: the live ones that follow.
+                session_id, correlation_id = started[index % turns]
+                result = ClientResult(started=time.perf_counter())
+                url = f"{api}/agent/stream/{session_id}"
+                await _read(aconnect_sse(client, "GET", url, params={"correlation_id": correlation_id}), result)
+                return result
+
+            async def all_clients() -> list[ClientResult]:
+                return list(await asyncio.gather(*(one(i) for i in range(clients))))
+
+            name = f"HTTP: {clients} SSE clients on one local host following {turns} turns (GET /agent/stream)"
+            await run_round(name, host, all_clients)
     finally:
         host.stop()
 
@@ -272,7 +289,7 @@ def _arguments(argv: Any = None) -> argparse.Namespace:
     parser.add_argument("--http-only", action="store_true", help="only the SSE clients on one local host")
     parser.add_argument("--http-clients", type=int, default=1000)
     parser.add_argument("--turns-shared", type=int, default=10, help="turns the SSE clients follow")
-    parser.add_argument("--chunk-delay-ms", type=int, default=50, help="the scripted model's pace (HTTP)")
+    parser.add_argument("--chunk-delay-ms", type=int, default=200, help="the scripted model's pace (HTTP)")
     return parser.parse_args(argv)
 
 
