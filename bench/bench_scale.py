@@ -5,10 +5,11 @@ Run: .venv/bin/python -m bench.bench_scale [--baseline REV] [--n 100 300 1000 20
 One process, one event loop, one real valkey-server (as on one Functions instance): N turns, each
 written through the buffer at a model's pace (a chunk every 50 ms) and followed by one live reader
 (``read_stream``). For each N, the baseline revision's ``valkey_buffer`` and this checkout's are
-measured one after the other in the same run (which goes first alternates with N). Printed per N and
-revision: chunks delivered per second of those offered, delivery latency (from the write call to the
-reader, p50/p99), and the valkey-server's CPU seconds per second (``INFO cpu``). Then the write path
-of one turn for both (as ``bench_live_path --write-path-only``), and with ``--http`` 1,000 concurrent
+measured one after the other in the same run (which goes first alternates with N). Printed per N
+and revision: chunks delivered per second of those offered, delivery latency (from when the chunk
+was due to the reader, p50/p99), and the valkey-server's CPU seconds per second (``INFO cpu``).
+Then the write path of one turn for both (as ``bench_live_path --write-path-only``), what idle
+streams cost, and with ``--http`` 1,000 concurrent
 SSE clients on one local host (``python -m devhost``, real sockets). Nothing is asserted.
 """
 
@@ -86,8 +87,11 @@ async def scale_round(vb: ModuleType, server: ValkeyProcess, turns: int, seconds
         # Paced on an absolute schedule: a writer the loop delays catches up rather than drifts.
         await asyncio.sleep(max(0.0, start - time.perf_counter()))
         for i in range(chunks):
-            await asyncio.sleep(max(0.0, start + i * CHUNK_INTERVAL - time.perf_counter()))
-            written[index][i] = time.perf_counter()
+            due = start + i * CHUNK_INTERVAL
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            # Latency counts from when the model produced the chunk, not from the write call: a
+            # writer the busy loop wakes late is late for its reader too.
+            written[index][i] = due
             await buffer.write_chunk(sessions[index], f"{i} ", correlation_id="c")
         await buffer.write_completion(sessions[index], correlation_id="c")
 
