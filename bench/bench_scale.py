@@ -283,7 +283,7 @@ def _arguments(argv: Any = None) -> argparse.Namespace:
     parser.add_argument("--baseline", default=DEFAULT_BASELINE, help="git revision to compare with")
     parser.add_argument("--n", type=int, nargs="+", default=[100, 300, 1000, 2000], help="concurrent turns")
     parser.add_argument("--seconds", type=float, default=6.0, help="how long each turn streams")
-    parser.add_argument("--write-rounds", type=int, default=6, help="alternating rounds of the write path")
+    parser.add_argument("--write-rounds", type=int, default=10, help="alternating rounds of the write path")
     parser.add_argument("--no-write-path", action="store_true", help="skip the write path of one turn")
     parser.add_argument("--no-idle", action="store_true", help="skip what idle streams cost")
     parser.add_argument("--idle-readers", type=int, default=1000)
