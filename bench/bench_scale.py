@@ -225,6 +225,18 @@ async def http_clients(clients: int, chunk_delay_ms: int, turns: int) -> None:
                 response.raise_for_status()
                 started.append((response.json()["session_id"], response.json()["correlation_id"]))
 
+            async def first_chunk(session_id: str, correlation_id: str) -> None:
+                url = f"{api}/agent/stream/{session_id}"
+                params = {"correlation_id": correlation_id}
+                async with aconnect_sse(client, "GET", url, params=params) as source:
+                    async for sse in source.aiter_sse():
+                        if sse.event == "message":
+                            return
+
+            # The clients join turns that stream already: the first event times this host's answer,
+            # not the durable runtime starting the agent.
+            await asyncio.gather(*(first_chunk(*turn) for turn in started))
+
             async def one(index: int) -> ClientResult:
                 # First event: from this client's own request (it joins a running turn, so the
                 # catch-up answers at once); between events: the live ones that follow.
