@@ -17,7 +17,7 @@ from azurefunctions.extensions.http.fastapi import Request, Response
 
 from http_api import AgentHttpApi, Routes, RunInputSettings, StreamSettings, route_prefix_from_host_json
 from travel_agents import ModelSettings, build_agents, is_cancelled_response
-from valkey_buffer import ValkeyStreamBuffer
+from valkey_buffer import ValkeyStreamBuffer, tune_collector
 
 APP_DIR = Path(__file__).parent
 
@@ -139,3 +139,8 @@ async def health(req: Request) -> Response:
 async def chat_page(req: Request) -> Response:
     """The browser chat page (static/chat.html); it passes a `code` query value on to the API."""
     return await api.chat_page(req)
+
+
+# Last: the heap built so far lives as long as the process, and every streamed chunk allocates; the
+# collector leaves the first alone and runs less often (see docs/deploy.md#the-garbage-collector).
+tune_collector()

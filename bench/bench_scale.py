@@ -39,6 +39,7 @@ from tests.valkey_servers import ValkeyCluster, ValkeyProcess
 DEFAULT_BASELINE = "6e531ac"
 CHUNK_INTERVAL = 0.05  # a model's pace: 20 chunks a second per turn
 WARM_UP = 1.0  # seconds after the writers start before chunks count (turns start staggered)
+_PYTHON_THRESHOLDS = gc.get_threshold()
 
 
 @dataclass
@@ -265,11 +266,20 @@ async def _idle_costs(vb: ModuleType, server: ValkeyProcess, arguments: argparse
 
 
 async def main(arguments: argparse.Namespace) -> None:
-    if arguments.gc_threshold:
+    if arguments.app_heap:
+        # The heap of a host that runs the app: the Functions worker's and the app's imports.
+        importlib.import_module("function_app")
+        if not arguments.tune_collector:
+            gc.set_threshold(*_PYTHON_THRESHOLDS)  # the app's own tuning undone: Python's collector
+            gc.unfreeze()
+    if arguments.tune_collector:
+        # What the app does once imported (valkey_buffer.tune_collector): applies to both revisions alike.
+        importlib.import_module("valkey_buffer").tune_collector()
+    elif arguments.gc_threshold:
         # What the collector costs grows with the objects in flight (thousands of turns and readers):
         # a larger first generation makes collections rarer. Applies to both revisions alike.
         gc.set_threshold(arguments.gc_threshold, *gc.get_threshold()[1:])
-    print(f"gc thresholds {gc.get_threshold()}", flush=True)
+    print(f"gc thresholds {gc.get_threshold()}, frozen objects {gc.get_freeze_count()}", flush=True)
     if not arguments.http_only:
         server = ValkeyProcess().start()
         try:
@@ -301,6 +311,8 @@ def _arguments(argv: Any = None) -> argparse.Namespace:
     parser.add_argument("--idle-readers", type=int, default=1000)
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--gc-threshold", type=int, default=0, help="the collector's first threshold (0: Python's)")
+    parser.add_argument("--tune-collector", action="store_true", help="valkey_buffer.tune_collector(), as the app")
+    parser.add_argument("--app-heap", action="store_true", help="import function_app first (a host's heap)")
     parser.add_argument("--http", action="store_true", help="also 1,000 SSE clients on one local host")
     parser.add_argument("--http-only", action="store_true", help="only the SSE clients on one local host")
     parser.add_argument("--http-clients", type=int, default=1000)

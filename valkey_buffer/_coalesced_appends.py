@@ -91,7 +91,7 @@ return results
 """
 
 # GLIDE keeps a script's source only while its Script object lives: one for the process.
-COALESCED_APPEND_SCRIPT = Script(_SOURCE)  # type: ignore[no-untyped-call]
+COALESCED_APPEND_SCRIPT = Script(_SOURCE)  # type: ignore[no-untyped-call,unused-ignore]
 
 # Entries per call at most: a call's script holds the server for its length (about 1 µs an entry).
 _MAX_ENTRIES_PER_CALL = 2048
