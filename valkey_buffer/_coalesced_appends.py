@@ -5,7 +5,8 @@ own every entry costs a round trip: a script call, its reply, a future resolved.
 turns that is twenty thousand calls a second, and the host's CPU (not Valkey's) is the limit. Here
 the batches that turns hand in while a call is in flight wait for it, and go together in the next
 call: one script that runs ``_idempotent_append``'s steps for each turn in turn. Valkey does the same
-work; the host pays one call per round trip instead of one per turn.
+work; the host pays one call per round trip instead of one per turn. A batch handed in while no call
+is in flight goes at once in ``_idempotent_append``'s script for one turn, as a lone turn's would.
 
 Each turn keeps its own outcome: a turn's error inside the script (its key holds another type, the
 server is out of memory) fails that turn alone, after the entries appended before it, which its mark
@@ -28,7 +29,7 @@ from glide import RequestError, Script
 
 from ._connection import GlideAnyClient
 from ._glide import text
-from ._idempotent_append import AppendResult, Entry
+from ._idempotent_append import APPEND_SCRIPT, AppendResult, Entry, append_arguments, parse_append_reply
 
 # KEYS: per turn, its stream, its marks hash and its cancel set (3 keys a turn, in the turns' order).
 # ARGV: the TTL, the MAXLEN cap ('' for none), the notification ('' none, 'p' PUBLISH), then the turns
@@ -102,8 +103,9 @@ class TurnBatch:
     """One turn's batch: its keys, the mark's field, the cancel question and the entries in order."""
 
     keys: tuple[str, str, str]  # the stream, its marks hash, its cancel set
-    mark_field: str
-    cancel_check: str  # the correlation id to look up in the cancel set, '' for none
+    correlation_id: str
+    run: str
+    cancel_check: bool  # whether to ask the cancel set about the turn
     entries: Sequence[Entry]
 
 
@@ -127,8 +129,8 @@ class CoalescedAppends:
     ) -> None:
         self._client = client
         self._notify = notify
-        self._ttl = str(ttl_seconds)
-        self._maxlen = str(maxlen) if maxlen else ""
+        self._ttl_seconds = ttl_seconds
+        self._maxlen = maxlen
         self._waiting: deque[tuple[TurnBatch, asyncio.Future[AppendResult]]] = deque()
         self._calls = 0  # calls being made: while there is one, batches handed in wait for the next
         self._sender: asyncio.Task[None] | None = None
@@ -144,10 +146,11 @@ class CoalescedAppends:
         """
         if not self._calls:
             # Nothing in flight (so nothing waits either): the batch goes at once, from this turn's
-            # own task, and a lone turn pays no hand-off. Batches handed in meanwhile follow together.
+            # own task, as the single-turn script: a lone turn pays neither a hand-off nor the
+            # many-turn script's bookkeeping. Batches handed in meanwhile follow together.
             self._calls += 1
             try:
-                return _answer((await self._call([batch], client))[0])
+                return await self._call_alone(batch, client)
             finally:
                 self._calls -= 1
                 self._send_the_waiting()
@@ -209,15 +212,33 @@ class CoalescedAppends:
             except RequestError as error:
                 future.set_exception(error)
 
+    async def _call_alone(self, batch: TurnBatch, client: GlideAnyClient) -> AppendResult:
+        """One turn's batch on its own: the single-turn script, which costs a lone turn no more than before."""
+        args = append_arguments(
+            correlation_id=batch.correlation_id,
+            run=batch.run,
+            entries=batch.entries,
+            ttl_seconds=self._ttl_seconds,
+            maxlen=self._maxlen,
+            cancel_check=batch.cancel_check,
+            notify="p" if self._notify() else "",
+        )
+        return parse_append_reply(await client.invoke_script(APPEND_SCRIPT, keys=list(batch.keys), args=args))
+
     async def _call(self, batches: list[TurnBatch], client: GlideAnyClient) -> list[Any]:
         """One script call for ``batches``: the script's answer per turn."""
         keys = [key for batch in batches for key in batch.keys]
         turns = [
-            [batch.mark_field, batch.cancel_check, [[entry.sequence, *entry.fields] for entry in batch.entries]]
+            [
+                f"{batch.correlation_id}:{batch.run}",
+                batch.correlation_id if batch.cancel_check else "",
+                [[entry.sequence, *entry.fields] for entry in batch.entries],
+            ]
             for batch in batches
         ]
         # Text may hold any character: JSON carries it as UTF-8, which the script's cjson passes through.
-        args = [self._ttl, self._maxlen, "p" if self._notify() else "", json.dumps(turns, ensure_ascii=False)]
+        maxlen = str(self._maxlen) if self._maxlen else ""
+        args = [str(self._ttl_seconds), maxlen, "p" if self._notify() else "", json.dumps(turns, ensure_ascii=False)]
         replies = await client.invoke_script(COALESCED_APPEND_SCRIPT, keys=keys, args=args)
         return list(replies)
 

@@ -240,8 +240,9 @@ class TurnWriters:
             result = await self._coalesced_appends().append(
                 TurnBatch(
                     keys=(key, marks_key(key), cancel_key(key)),
-                    mark_field=f"{correlation_id}:{run}",
-                    cancel_check=correlation_id if check else "",
+                    correlation_id=correlation_id,
+                    run=run,
+                    cancel_check=check,
                     entries=entries,
                 ),
                 client,
