@@ -1,6 +1,7 @@
 """Many streamed turns on one instance: N concurrent turns at a model's pace, each followed live.
 
-Run: .venv/bin/python -m bench.bench_scale [--baseline REV] [--n 100 300 1000 2000] [--http] [--http-only]
+Run: .venv/bin/python -m bench.bench_scale [--baseline REV] [--n 100 300 1000 2000] [--app-heap] [--tune-collector]
+[--http] [--http-only]
 
 One process, one event loop, one real valkey-server (as on one Functions instance): N turns, each
 written through the buffer at a model's pace (a chunk every 50 ms) and followed by one live reader
