@@ -16,7 +16,7 @@ from azurefunctions.extensions.http.fastapi import Request, Response
 
 from http_api import AgentHttpApi, Routes, RunInputSettings, StreamSettings, route_prefix_from_host_json
 from travel_agents import ModelSettings, StreamingAgentFunctionApp, build_agents, build_workflows, is_cancelled_response
-from valkey_buffer import ValkeyStreamBuffer
+from valkey_buffer import ValkeyStreamBuffer, tune_collector
 
 APP_DIR = Path(__file__).parent
 
@@ -200,3 +200,8 @@ async def chat_page(req: Request) -> Response:
 async def workflow_page(req: Request) -> Response:
     """The browser workflow page (static/workflow.html): lanes per agent, approval, cancel, the outcome."""
     return await api.workflow_page(req)
+
+
+# Last: the heap built so far lives as long as the process, and every streamed chunk allocates; the
+# collector leaves the first alone and runs less often (see docs/deploy.md#the-garbage-collector).
+tune_collector()

@@ -127,6 +127,17 @@ param instanceMemoryMB int = 2048
 @description('Upper bound of Flex Consumption scale-out.')
 param maximumInstanceCount int = 100
 
+// Python apps get an HTTP concurrency of 1 per instance by default on Flex Consumption: one open
+// stream would hold a whole instance. A stream mostly waits (bench/bench_scale.py: one process
+// follows 1,000 streams at a model's pace), and an instance bills its memory while it executes
+// anything, so streams share instances. 100 matches the Functions host's default cap on concurrent
+// HTTP executions in consumption plans (host.json extensions.http.maxConcurrentRequests); see the
+// README's Cost section for how to choose.
+@minValue(1)
+@maxValue(1000)
+@description('HTTP requests (open streams included) one Flex Consumption instance serves at once (functionAppConfig.scaleAndConcurrency.triggers.http.perInstanceConcurrency).')
+param httpPerInstanceConcurrency int = 100
+
 @minValue(30)
 @maxValue(220)
 @description('A stream response ends itself after this many seconds with a retry hint (the Azure front end cuts HTTP responses at about 230 s).')
@@ -321,6 +332,7 @@ module api './app/api.bicep' = {
     pythonVersion: pythonVersion
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
+    httpPerInstanceConcurrency: httpPerInstanceConcurrency
     virtualNetworkSubnetId: vnetEnabled ? vnet.outputs.appSubnetId : ''
     valkeyHost: redis.outputs.hostName
     valkeyCluster: redis.outputs.valkeyCluster

@@ -8,6 +8,7 @@ from ._accepted_turns import AcceptedTurn
 from ._buffer import ValkeyStreamBuffer
 from ._cancel_watch import CANCEL_CHECK_SECONDS, CancelWatch, cancel_key
 from ._chunk import TOOL_RESULT_MAX_CHARS, StreamChunk
+from ._collector import tune_collector
 from ._connection import EntraTokenSource
 from ._errors import InvalidCursorError, InvalidIdError, StreamInputError, ValkeyUnavailableError
 from ._ids import parse_cursor, stream_key, validate_id
@@ -46,5 +47,6 @@ __all__ = [
     "result_text",
     "stream_key",
     "trace_context_from_headers",
+    "tune_collector",
     "validate_id",
 ]

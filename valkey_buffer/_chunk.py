@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -99,7 +100,8 @@ class StreamChunk:
             # The committed text rides in a field of its own, so that a reader of the reference
             # schema (it appends every ``text``) does not show it after the chunks.
             text = fields["replace_text"]
-        return cls(
+        return _built(
+            cls,
             entry_id=entry_id,
             text=text,
             sequence=int(sequence) if sequence else None,
@@ -127,3 +129,19 @@ class StreamChunk:
                 arguments = self.tool_arguments
             return {"call_id": self.tool_call_id, "name": self.tool_name, "arguments": arguments}
         return {"call_id": self.tool_call_id, "result": self.tool_result, "truncated": self.tool_result_truncated}
+
+
+# Every field's default, for _built.
+_DEFAULTS = {field.name: field.default for field in dataclasses.fields(StreamChunk)}
+
+
+def _built(cls: type[StreamChunk], **values: object) -> StreamChunk:
+    """A chunk with ``values`` (the others at their defaults), without the dataclass's ``__init__``.
+
+    A frozen dataclass's ``__init__`` sets each of its 14 fields through ``object.__setattr__``:
+    about 2.5 µs, once for every entry a live feed reads, which is most of parsing one. Filling the
+    instance's ``__dict__`` at once gives the same (equal, still frozen) chunk in a fraction of that.
+    """
+    chunk = object.__new__(cls)
+    vars(chunk).update(_DEFAULTS, **values)
+    return chunk

@@ -74,7 +74,7 @@ return {appended, found, cancelled, refused}
 """
 
 # GLIDE keeps a script's source only while its Script object lives: one for the process.
-APPEND_SCRIPT = Script(_SOURCE)  # type: ignore[no-untyped-call]
+APPEND_SCRIPT = Script(_SOURCE)  # type: ignore[no-untyped-call,unused-ignore]
 
 
 def marks_key(stream_key: str) -> str:

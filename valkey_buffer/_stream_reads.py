@@ -50,8 +50,16 @@ class StreamReads:
     def parse(self, entry_id: str, fields: Any) -> StreamChunk | None:
         """An entry's chunk; ``None`` (logged and counted) when it is malformed."""
         try:
-            pairs = fields.items() if isinstance(fields, Mapping) else fields
-            decoded = {text(name): text(value) for name, value in pairs}
+            # GLIDE answers a list of [name, value] pairs of bytes: decoded directly, as this runs once
+            # per entry for all readers; anything else goes the general way.
+            if isinstance(fields, list):
+                try:
+                    decoded = {name.decode(): value.decode() for name, value in fields}
+                except AttributeError:
+                    decoded = {text(name): text(value) for name, value in fields}
+            else:
+                pairs = fields.items() if isinstance(fields, Mapping) else fields
+                decoded = {text(name): text(value) for name, value in pairs}
             return StreamChunk.from_entry(entry_id, decoded)
         except (ValueError, TypeError, UnicodeDecodeError) as error:
             self.malformed_entries += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 
 from glide import Batch, ClusterBatch, RequestError, StreamAddOptions, TrimByMaxLen
@@ -17,6 +18,7 @@ from opentelemetry import context as otel_context
 
 from ._cancel_requests import CancelRequests
 from ._cancel_watch import cancel_key
+from ._coalesced_appends import CoalescedAppends, TurnBatch
 from ._connection import GlideAnyClient
 from ._glide import add_notification, atomic_batch, is_pubsub_refusal, is_scripting_refusal
 from ._idempotent_append import (
@@ -91,6 +93,10 @@ class TurnWriters:
         self._scripting_refused = False
         self._turns: dict[tuple[str, str], TurnWriter] = {}
         self._ending: set[TurnWriter] = set()  # turns whose end is still being written
+        # Standalone: the batches of a loop's turns share round trips (see _coalesced_appends).
+        self._coalesced: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CoalescedAppends] = (
+            weakref.WeakKeyDictionary()
+        )
         self._last_sweep = time.monotonic()
         # A quiet turn is forgotten once its stream would have expired: no need to look more often.
         self._sweep_seconds = min(_SWEEP_SECONDS, settings.stream_ttl_seconds)
@@ -230,6 +236,19 @@ class TurnWriters:
     async def _append(
         self, client: GlideAnyClient, key: str, correlation_id: str, run: str, entries: Sequence[Entry], check: bool
     ) -> AppendResult:
+        if not self._settings.cluster:
+            result = await self._coalesced_appends().append(
+                TurnBatch(
+                    keys=(key, marks_key(key), cancel_key(key)),
+                    correlation_id=correlation_id,
+                    run=run,
+                    cancel_check=check,
+                    entries=entries,
+                ),
+                client,
+            )
+            self._note_publish_refusal(key, result)
+            return result
         args = append_arguments(
             correlation_id=correlation_id,
             run=run,
@@ -242,6 +261,23 @@ class TurnWriters:
         # The stream, its marks and the cancel set share a slot (their hash tag is the stream key).
         reply = await client.invoke_script(APPEND_SCRIPT, keys=[key, marks_key(key), cancel_key(key)], args=args)
         result = parse_append_reply(reply)
+        self._note_publish_refusal(key, result)
+        return result
+
+    def _coalesced_appends(self) -> CoalescedAppends:
+        loop = asyncio.get_running_loop()
+        appends = self._coalesced.get(loop)
+        if appends is None:
+            appends = CoalescedAppends(
+                self._client,
+                ttl_seconds=self._settings.stream_ttl_seconds,
+                maxlen=self._settings.stream_maxlen,
+                notify=lambda: self._pubsub.writes_publish,
+            )
+            self._coalesced[loop] = appends
+        return appends
+
+    def _note_publish_refusal(self, key: str, result: AppendResult) -> None:
         if result.publish_refusal:
             refusal = RequestError(result.publish_refusal)
             if is_pubsub_refusal(refusal):
@@ -249,7 +285,6 @@ class TurnWriters:
                 self._pubsub.refuse_publish(refusal)
             else:
                 logger.debug("A notification of %s failed: %s", key, result.publish_refusal)
-        return result
 
     async def _append_without_script(
         self, client: GlideAnyClient, key: str, correlation_id: str, entries: Sequence[Entry], check: bool

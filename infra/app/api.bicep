@@ -71,6 +71,11 @@ param instanceMemoryMB int = 2048
 @description('Upper bound of scale-out.')
 param maximumInstanceCount int = 100
 
+@minValue(1)
+@maxValue(1000)
+@description('HTTP requests (open streams included) one instance serves at once.')
+param httpPerInstanceConcurrency int = 100
+
 @description('Subnet (delegated to Microsoft.App/environments) for VNet integration; empty: none.')
 param virtualNetworkSubnetId string = ''
 
@@ -336,6 +341,12 @@ resource functionApp 'Microsoft.Web/sites@2024-11-01' = {
       scaleAndConcurrency: {
         instanceMemoryMB: instanceMemoryMB
         maximumInstanceCount: maximumInstanceCount
+        // A stream holds its request open while it mostly waits: many share an instance.
+        triggers: {
+          http: {
+            perInstanceConcurrency: httpPerInstanceConcurrency
+          }
+        }
       }
       runtime: {
         name: 'python'

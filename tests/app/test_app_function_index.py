@@ -189,3 +189,26 @@ def test_importing_function_app_connects_to_nothing() -> None:
             listener.accept()
     durable = EXPECTED_WORKFLOW_ENTITIES | EXPECTED_ACTIVITIES | EXPECTED_ORCHESTRATORS
     assert result.stdout.split() == ["OpenAIChatCompletionClient", str(len(EXPECTED_HTTP) + 1 + len(durable))]
+
+
+def test_importing_function_app_freezes_its_heap_and_makes_young_collections_rarer() -> None:
+    # In a process of its own: the tuning is process-wide (and this test process imports the app too).
+    script = textwrap.dedent(
+        """
+        import gc
+        print(gc.get_threshold()[0], gc.get_freeze_count())
+        import function_app
+        from valkey_buffer._collector import DEFAULT_FIRST_THRESHOLD
+        print(gc.get_threshold()[0], gc.get_freeze_count(), DEFAULT_FIRST_THRESHOLD)
+        """
+    )
+    environ = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    before, after = (line.split() for line in result.stdout.splitlines())
+    assert before[0] == "700"  # Python's
+    threshold, frozen, expected = (int(value) for value in after)
+    assert threshold == expected
+    assert frozen > int(before[1]) + 10_000  # the app's imports, out of every collection's way

@@ -365,7 +365,22 @@ def test_function_app_runs_the_chosen_python_on_flex_consumption(templates: dict
     assert render(site["properties"]["serverFarmId"]) == "flexPlan.outputs.resourceId"
     config = site["properties"]["functionAppConfig"]
     assert config["runtime"] == {"name": "python", "version": "pythonVersion"}
-    assert set(config["scaleAndConcurrency"]) == {"instanceMemoryMB", "maximumInstanceCount"}
+    assert set(config["scaleAndConcurrency"]) == {"instanceMemoryMB", "maximumInstanceCount", "triggers"}
+
+
+def test_streams_share_an_instance_up_to_a_chosen_http_concurrency(templates: dict[str, dict[str, Any]]) -> None:
+    # Python apps default to one HTTP request per Flex Consumption instance: every open stream would
+    # hold (and bill) an instance of its own. The parameter reaches the site and azd's environment.
+    site = resource_body(only_resource(templates["app/api.bicep"], "Microsoft.Web/sites"))
+    triggers = site["properties"]["functionAppConfig"]["scaleAndConcurrency"]["triggers"]
+    assert triggers == {"http": {"perInstanceConcurrency": "httpPerInstanceConcurrency"}}
+    for file in ("main.bicep", "app/api.bicep"):
+        param = templates[file]["parameters"]["httpPerInstanceConcurrency"]
+        assert param["default"] == 100, file
+        assert (decorator(param, "min_value"), decorator(param, "max_value")) == (1, 1000), file
+    assert _module_params(templates["main.bicep"], "api")["httpPerInstanceConcurrency"] == "httpPerInstanceConcurrency"
+    mapped = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert mapped["httpPerInstanceConcurrency"] == {"value": "${HTTP_PER_INSTANCE_CONCURRENCY=100}"}
 
 
 def test_python_version_is_a_parameter_that_defaults_to_312(templates: dict[str, dict[str, Any]]) -> None:
