@@ -1,9 +1,10 @@
 """ValkeyStreamBuffer: the agents' response callback and the readers of their streams.
 
-A facade: each concern lives in a module of its own (``_writers``, ``_accepted_turns``,
-``_cancel_requests``, ``_stream_reads`` and ``_stream_reader``, ``_live_feed``, ``_loop_clients``);
-this class wires them together and is the one public surface, which is why it is long: most of its
-lines are the public methods' documentation, each method a line or two of delegation.
+A facade: each concern lives in a module of its own (``_writers`` and ``_coalesced_appends``,
+``_accepted_turns``, ``_cancel_requests``, ``_session_events``, ``_stream_reads``, ``_stream_reader``
+and ``_session_reader``, ``_live_feed``, ``_loop_clients``); this class wires them together and is the
+one public surface, which is why it is long: most of its lines are the public methods'
+documentation, each method a line or two of delegation.
 """
 
 from __future__ import annotations
