@@ -208,7 +208,7 @@ def test_importing_function_app_freezes_its_heap_and_makes_young_collections_rar
     )
     assert result.returncode == 0, result.stderr
     before, after = (line.split() for line in result.stdout.splitlines())
-    assert before[0] == "700"  # Python's
     threshold, frozen, expected = (int(value) for value in after)
+    assert int(before[0]) < expected  # Python's own: 700, or 2,000 from Python 3.13
     assert threshold == expected
     assert frozen > int(before[1]) + 10_000  # the app's imports, out of every collection's way
