@@ -22,8 +22,7 @@ import contextvars
 import json
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from glide import RequestError, Script
 
@@ -98,9 +97,11 @@ COALESCED_APPEND_SCRIPT = Script(_SOURCE)  # type: ignore[no-untyped-call,unused
 _MAX_ENTRIES_PER_CALL = 2048
 
 
-@dataclass(frozen=True)
-class TurnBatch:
-    """One turn's batch: its keys, the mark's field, the cancel question and the entries in order."""
+class TurnBatch(NamedTuple):
+    """One turn's batch: its keys, the mark's field, the cancel question and the entries in order.
+
+    A named tuple rather than a frozen dataclass: one is made per batch, and that is per chunk.
+    """
 
     keys: tuple[str, str, str]  # the stream, its marks hash, its cancel set
     correlation_id: str

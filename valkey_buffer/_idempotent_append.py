@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from glide import Script
 
@@ -95,9 +95,8 @@ class Entry:
         return list(zip(self.fields[::2], self.fields[1::2], strict=True))
 
 
-@dataclass(frozen=True)
-class AppendResult:
-    """What the script answered for one batch."""
+class AppendResult(NamedTuple):
+    """What the script answered for one batch (a named tuple: one is made per batch, and that is per chunk)."""
 
     appended: int
     mark_found: int  # the run's mark before the batch: -1 when Valkey had none

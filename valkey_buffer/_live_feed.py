@@ -96,11 +96,13 @@ class Subscription:
         self.needs_catch_up = True
         self.wake_at = float("inf")
         self._max_queued = max_queued
-        self._event = asyncio.Event()
+        # A bare future rather than an asyncio.Event: set and waited for once per entry per reader.
+        self._woken = False
+        self._waiter: asyncio.Future[None] | None = None
 
     def deliver(self, entries: list[Delivery]) -> bool:
         """Queue entries for the reader; ``False`` when it was too far behind and must catch up instead."""
-        self._event.set()
+        self.wake()
         if len(self.entries) + len(entries) > self._max_queued:
             # The reader is behind: Valkey holds these entries, it reads them from there.
             self.entries.clear()
@@ -110,13 +112,20 @@ class Subscription:
         return True
 
     def wake(self) -> None:
-        self._event.set()
+        self._woken = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def wait(self) -> None:
         """Wait until an entry arrives, a catch-up is due, or ``wake_at`` has passed."""
-        if not self.entries and not self.needs_catch_up:
-            await self._event.wait()
-        self._event.clear()
+        if not self.entries and not self.needs_catch_up and not self._woken:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self._woken = False
 
 
 class LiveFeed:

@@ -14,7 +14,7 @@ from typing import Any
 
 from glide import ExclusiveIdBound, IdBound, MaxId, MinId
 
-from ._chunk import StreamChunk
+from ._chunk import StreamChunk, message_from_pairs
 from ._glide import ClientScope, text
 from ._ids import LAST_POSSIBLE_ENTRY_ID, parse_cursor, stream_key, validate_id
 from ._live_feed import LiveFeed
@@ -53,6 +53,10 @@ class StreamReads:
             # GLIDE answers a list of [name, value] pairs of bytes: decoded directly, as this runs once
             # per entry for all readers; anything else goes the general way.
             if isinstance(fields, list):
+                with contextlib.suppress(TypeError, AttributeError):  # not pairs of bytes
+                    message = message_from_pairs(entry_id, fields)
+                    if message is not None:
+                        return message
                 try:
                     decoded = {name.decode(): value.decode() for name, value in fields}
                 except AttributeError:
