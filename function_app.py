@@ -15,7 +15,14 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from http_api import AgentHttpApi, Routes, RunInputSettings, StreamSettings, route_prefix_from_host_json
-from travel_agents import ModelSettings, StreamingAgentFunctionApp, build_agents, build_workflows, is_cancelled_response
+from travel_agents import (
+    ModelSettings,
+    StreamingAgentFunctionApp,
+    build_agents,
+    build_workflows,
+    create_chat_client,
+    is_cancelled_response,
+)
 from valkey_buffer import ValkeyStreamBuffer, tune_collector
 
 APP_DIR = Path(__file__).parent
@@ -30,14 +37,16 @@ run_input_settings = RunInputSettings.from_env()
 # ends its stream as cancelled.
 buffer = ValkeyStreamBuffer.from_env(is_cancelled_response=is_cancelled_response)
 
-# The agents (Azure OpenAI when configured, else the offline scripted model). A turn that fails for
-# good is reported to its stream readers through the buffer, and a turn whose cancel is requested
-# (through the buffer, from any instance) stops (see travel_agents/_turn_*.py).
-agents = build_agents(model_settings, buffer=buffer)
+# The model every agent talks to: Azure OpenAI when configured, else the offline scripted model.
+chat_client = create_chat_client(model_settings)
+
+# The agents. A turn that fails for good is reported to its stream readers through the buffer, and a
+# turn whose cancel is requested (through the buffer, from any instance) stops (see travel_agents/_turn_*.py).
+agents = build_agents(chat_client, buffer=buffer)
 
 # The workflows (travel_agents/_trip_planner.py): each runs as the durable orchestration `dafx-{name}`;
 # its agents are entities keyed by the instance id, so all its steps stream into the instance's stream.
-workflows = build_workflows(model_settings, buffer=buffer)
+workflows = build_workflows(chat_client, buffer=buffer)
 
 # The app: one durable entity `dafx-{name}` per agent, with the buffer as every agent's callback. The
 # built-in HTTP routes use func.HttpRequest, which cannot share an app with streaming routes: they are

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from agent_framework import Agent, AgentMiddleware, Workflow
+from agent_framework import Agent, AgentMiddleware, BaseChatClient, Workflow
 
 # First: stops the import when the installed Agent Framework lacks a private name or behaviour the
 # middleware relies on, with a message that names it (see _af_compat).
@@ -65,11 +65,11 @@ def _middleware(buffer: SupportsTurnControl) -> list[AgentMiddleware]:
     return [TurnTracing(buffer), TurnFailureReporter(buffer), WorkflowStepAnnouncer(buffer), TurnCanceller(buffer)]
 
 
-def build_agents(settings: ModelSettings, *, buffer: SupportsTurnControl) -> list[Agent]:
-    """Create every agent the app hosts, sharing one chat client.
+def build_agents(chat_client: BaseChatClient, *, buffer: SupportsTurnControl) -> list[Agent]:
+    """Create every agent the app hosts.
 
     Args:
-        settings: Which model to use.
+        chat_client: The model the agents talk to (``create_chat_client``), one for the whole app.
         buffer: The app's stream buffer: a failed turn's ``error`` entry is written to it, the
             turns' cancel requests are read from it, and it is told which trace each turn's stream
             belongs to.
@@ -77,16 +77,16 @@ def build_agents(settings: ModelSettings, *, buffer: SupportsTurnControl) -> lis
     Returns:
         The agents; each becomes a durable entity ``dafx-{name}``.
     """
-    return [create_travel_agent(create_chat_client(settings), middleware=_middleware(buffer))]
+    return [create_travel_agent(chat_client, middleware=_middleware(buffer))]
 
 
 def build_workflows(
-    settings: ModelSettings, *, buffer: SupportsTurnControl, max_revisions: int | None = None
+    chat_client: BaseChatClient, *, buffer: SupportsTurnControl, max_revisions: int | None = None
 ) -> list[Workflow]:
     """Create every workflow the app hosts (``trip_planner``), its agents with the same middleware as ``build_agents``.
 
     Args:
-        settings: Which model the workflows' agents use.
+        chat_client: The model the workflows' agents talk to (the one ``build_agents`` gets).
         buffer: The app's stream buffer (see ``build_agents``); a workflow step also announces itself there.
         max_revisions: How many times ``trip_planner`` rewrites a rejected draft; by default the app
             setting ``TRIP_PLANNER_MAX_REVISIONS`` (3 when unset).
@@ -98,8 +98,7 @@ def build_workflows(
         ValueError: If ``TRIP_PLANNER_MAX_REVISIONS`` is not a whole number from 0 to 20.
     """
     revisions = max_revisions_from_env() if max_revisions is None else max_revisions
-    client = create_chat_client(settings)
-    return [build_trip_planner(client, middleware=_middleware(buffer), max_revisions=revisions)]
+    return [build_trip_planner(chat_client, middleware=_middleware(buffer), max_revisions=revisions)]
 
 
 __all__ = [

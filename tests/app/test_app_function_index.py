@@ -115,12 +115,12 @@ def test_agent_function_app_alone_would_register_the_frameworks_workflow_routes(
     # enable_http_endpoints says (1.0.0b260922), which is what the test above shows absent.
     from agent_framework_azurefunctions import AgentFunctionApp
 
-    from travel_agents import ModelSettings, build_workflows
+    from travel_agents import ModelSettings, build_workflows, create_chat_client
 
     class _Sink:
         async def write_error(self, *args: Any, **kwargs: Any) -> None: ...
 
-    workflows = build_workflows(ModelSettings.from_env({}), buffer=_Sink())  # type: ignore[arg-type]
+    workflows = build_workflows(create_chat_client(ModelSettings.from_env({})), buffer=_Sink())  # type: ignore[arg-type]
     plain = AgentFunctionApp(workflows=workflows, enable_http_endpoints=False, enable_health_check=False)
     names = {function.get_function_name() for function in indexed_functions(plain)}
     assert names >= FRAMEWORK_WORKFLOW_ROUTES

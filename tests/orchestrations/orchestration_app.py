@@ -17,11 +17,11 @@ from agent_framework_azurefunctions import AgentFunctionApp
 from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
 
 from http_api import AgentHttpApi, Routes, RunInputSettings, StreamSettings
-from travel_agents import TRAVEL_AGENT_NAME, ModelSettings, build_agents
+from travel_agents import TRAVEL_AGENT_NAME, ModelSettings, build_agents, create_chat_client
 from valkey_buffer import ValkeyStreamBuffer
 
 buffer = ValkeyStreamBuffer.from_env()
-agents = build_agents(ModelSettings.from_env(), buffer=buffer)
+agents = build_agents(create_chat_client(ModelSettings.from_env()), buffer=buffer)
 app = AgentFunctionApp(
     agents=agents,
     default_callback=buffer,
