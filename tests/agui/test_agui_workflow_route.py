@@ -1,4 +1,4 @@
-"""The workflows' AG-UI route on devhost over real HTTP: refusals with reasons, and runs cut and re-attached.
+"""The workflows' AG-UI route on devhost over real HTTP: refusals with reasons, runs cut and re-attached, scale-out.
 
 Events are read with a real SSE parser and parsed with the protocol library's models; every response
 is checked to be a whole AG-UI run on its own (what it attributes to a lane or a message, it opened).
@@ -11,6 +11,7 @@ import random
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +20,7 @@ from ag_ui.core import Event
 from httpx_sse import connect_sse
 from pydantic import TypeAdapter
 
-from tests.e2e.devhost_process import DevHostProcess
+from tests.e2e.devhost_process import DevHostProcess, host_pair
 
 WORKFLOW = "trip_planner"
 EVENT = TypeAdapter(Event)
@@ -215,3 +216,31 @@ def test_a_run_cut_anywhere_and_re_attached_with_last_event_id_shows_each_lanes_
         assert _interrupt(after_end) == interrupt
     finally:
         _cancel(http, devhost, thread)
+
+
+@pytest.fixture(scope="module")
+def two_hosts(devhost_workdir: Path) -> Iterator[tuple[DevHostProcess, DevHostProcess]]:
+    """Host A serves HTTP only (no worker); host B shares A's backend and Valkey and runs everything."""
+    with host_pair(devhost_workdir, "agui-scale") as pair:
+        yield pair
+
+
+def test_a_run_started_on_one_host_is_re_attached_and_resumed_through_another(
+    http: httpx.Client, two_hosts: tuple[DevHostProcess, DevHostProcess]
+) -> None:
+    host_a, host_b = two_hosts
+    thread = uuid.uuid4().hex
+    body = _body(thread, "run-1", message="Plan 2 days in Porto in April")
+    # Started on A, which runs nothing: B's worker runs the workflow. Cut while the researchers stream.
+    cut = _post(http, host_a, body, limit=8)
+    assert cut[-1].type not in ENDS, "the run ended before it could be cut"
+    rest = _post(http, host_b, body, last_event_id=cut[-1].id)
+    interrupt = _interrupt(rest)
+    assert _lane_texts(cut) + _lane_texts(rest) == _stream_texts(http, host_a, thread)
+
+    approve = [{"interruptId": interrupt["id"], "status": "resolved", "payload": {"approved": True}}]
+    finished = _post(http, host_b, _body(thread, "run-2", resume=approve))
+    assert finished[-1].data["outcome"] == {"type": "success"}
+    assert finished[-1].data["result"][0]["approved"] is True
+    status = http.get(f"{host_a.api}/workflow/{WORKFLOW}/status/{thread}").json()
+    assert status["runtimeStatus"] == "Completed"

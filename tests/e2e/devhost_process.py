@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,3 +177,34 @@ class DevHostProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
+
+
+@contextlib.contextmanager
+def host_pair(
+    workdir: Path, name: str, *, env: Mapping[str, str] | None = None
+) -> Iterator[tuple[DevHostProcess, DevHostProcess]]:
+    """Two local hosts as two instances of one app: A serves HTTP only (no worker); B shares A's
+    durable backend and Valkey and runs every agent and orchestration.
+
+    Args:
+        workdir: Where the hosts' logs and ready files go.
+        name: A name for the log files (``{name}-a``, ``{name}-b``).
+        env: Settings for host B (A runs nothing).
+    """
+    host_a = DevHostProcess.start(workdir, args=["--no-worker"], name=f"{name}-a")
+    valkey_host, _, valkey_port = host_a.info["valkey"].rpartition(":")
+    try:
+        host_b = DevHostProcess.start(
+            workdir,
+            env={"VALKEY_HOST": valkey_host, "VALKEY_PORT": valkey_port, **(env or {})},
+            args=["--backend", host_a.info["backend"]],
+            name=f"{name}-b",
+        )
+    except Exception:
+        host_a.stop()
+        raise
+    try:
+        yield host_a, host_b
+    finally:
+        host_b.stop()
+        host_a.stop()

@@ -15,7 +15,14 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
-from tests.e2e.devhost_process import PROJECT_ROOT, DevHostProcess, free_port, run_devhost, scrubbed_environment
+from tests.e2e.devhost_process import (
+    PROJECT_ROOT,
+    DevHostProcess,
+    free_port,
+    host_pair,
+    run_devhost,
+    scrubbed_environment,
+)
 from tests.e2e.sse_turns import FollowedTurn, agent_names, committed_turn, follow_turn, start_turn
 from tests.eventually import eventually_blocking
 
@@ -61,21 +68,8 @@ def documented_host_commands() -> list[HostCommand]:
 
 @pytest.fixture(scope="module")
 def hosts(devhost_workdir: Path) -> Iterator[tuple[DevHostProcess, DevHostProcess]]:
-    host_a = DevHostProcess.start(devhost_workdir, args=["--no-worker"], name="scale-a")
-    valkey_host, _, valkey_port = host_a.info["valkey"].rpartition(":")
-    try:
-        host_b = DevHostProcess.start(
-            devhost_workdir,
-            env={"VALKEY_HOST": valkey_host, "VALKEY_PORT": valkey_port, "SCRIPTED_CHUNK_DELAY_MS": "60"},
-            args=["--backend", host_a.info["backend"]],
-            name="scale-b",
-        )
-    except Exception:
-        host_a.stop()
-        raise
-    yield host_a, host_b
-    host_b.stop()
-    host_a.stop()
+    with host_pair(devhost_workdir, "scale", env={"SCRIPTED_CHUNK_DELAY_MS": "60"}) as pair:
+        yield pair
 
 
 def test_reader_on_host_a_follows_a_turn_that_host_b_runs(

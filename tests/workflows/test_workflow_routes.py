@@ -10,7 +10,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.e2e.devhost_process import DevHostProcess
+from tests.e2e.devhost_process import DevHostProcess, host_pair
 from tests.workflows.workflow_client import FollowedWorkflow, follow, pending_request, respond, start, status
 
 ROUTES = ("status/{id}", "cancel/{id}", "stream/{id}", "respond/{id}/r1")
@@ -90,21 +90,8 @@ def test_a_chat_session_is_no_workflow_instance(host: DevHostProcess, http: http
 @pytest.fixture(scope="module")
 def two_hosts(workdir: Path) -> Iterator[tuple[DevHostProcess, DevHostProcess]]:
     """Host A serves HTTP only (no worker); host B shares A's backend and Valkey and runs everything."""
-    host_a = DevHostProcess.start(workdir, args=["--no-worker"], name="wf-scale-a")
-    valkey_host, _, valkey_port = host_a.info["valkey"].rpartition(":")
-    try:
-        host_b = DevHostProcess.start(
-            workdir,
-            env={"VALKEY_HOST": valkey_host, "VALKEY_PORT": valkey_port},
-            args=["--backend", host_a.info["backend"]],
-            name="wf-scale-b",
-        )
-    except Exception:
-        host_a.stop()
-        raise
-    yield host_a, host_b
-    host_b.stop()
-    host_a.stop()
+    with host_pair(workdir, "wf-scale") as pair:
+        yield pair
 
 
 def test_a_workflow_started_on_one_host_is_streamed_answered_and_cancelled_through_another(
