@@ -1,7 +1,7 @@
 """Many streamed turns on one instance: N concurrent turns at a model's pace, each followed live.
 
 Run: .venv/bin/python -m bench.bench_scale [--baseline REV] [--n 100 300 1000 2000] [--app-heap] [--tune-collector]
-[--http] [--http-only]
+[--writers-elsewhere] [--http] [--http-only]
 
 One process, one event loop, one real valkey-server (as on one Functions instance): N turns, each
 written through the buffer at a model's pace (a chunk every 50 ms) and followed by one live reader
@@ -9,6 +9,9 @@ written through the buffer at a model's pace (a chunk every 50 ms) and followed 
 measured one after the other in the same run (which goes first alternates with N). Printed per N
 and revision: chunks delivered per second of those offered, delivery latency (from when the chunk
 was due to the reader, p50/p99), and the valkey-server's CPU seconds per second (``INFO cpu``).
+With ``--writers-elsewhere`` the writers run in a process of their own (``_scale_writers``, same
+revision): the deployed shape on Flex Consumption, where the durable functions that write the
+streams scale on instances apart from the HTTP functions that follow them.
 Then the write path of one turn for both (as ``bench_live_path --write-path-only``), what idle
 streams cost, and with ``--http`` 1,000 concurrent
 SSE clients on one local host (``python -m devhost``, real sockets). Nothing is asserted.
@@ -22,6 +25,7 @@ import contextlib
 import gc
 import importlib
 import random
+import sys
 import tempfile
 import time
 import uuid
@@ -41,6 +45,7 @@ DEFAULT_BASELINE = "6e531ac"
 CHUNK_INTERVAL = 0.05  # a model's pace: 20 chunks a second per turn
 WARM_UP = 1.0  # seconds after the writers start before chunks count (turns start staggered)
 _PYTHON_THRESHOLDS = gc.get_threshold()
+_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -62,8 +67,59 @@ async def _valkey_cpu_seconds(client: GlideClient) -> float:
     return float(fields["used_cpu_sys"]) + float(fields["used_cpu_user"])
 
 
-async def scale_round(vb: ModuleType, server: ValkeyProcess, turns: int, seconds: float) -> ScaleResult:
-    """``turns`` concurrent turns of ``seconds`` each at a chunk every 50 ms, each with one live reader."""
+def turn_starts(turns: int, start: float) -> list[float]:
+    """When each turn's first chunk is due: staggered over one chunk interval, the same for a given N."""
+    rng = random.Random(turns)
+    return [start + rng.random() * CHUNK_INTERVAL for _ in range(turns)]
+
+
+async def write_turn(buffer: Any, session: str, start: float, chunks: int, written: list[float]) -> None:
+    """One turn at a model's pace from ``start``: chunk ``i`` is due at ``start + i * CHUNK_INTERVAL``."""
+    # Paced on an absolute schedule: a writer the loop delays catches up rather than drifts.
+    await asyncio.sleep(max(0.0, start - time.perf_counter()))
+    for i in range(chunks):
+        due = start + i * CHUNK_INTERVAL
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        # Latency counts from when the model produced the chunk, not from the write call: a
+        # writer the busy loop wakes late is late for its reader too.
+        written[i] = due
+        await buffer.write_chunk(session, f"{i} ", correlation_id="c")
+    await buffer.write_completion(session, correlation_id="c")
+
+
+@dataclass(frozen=True)
+class WritersElsewhere:
+    """Run a round's writers in a process of their own (``_scale_writers``), as the durable instances."""
+
+    module: str  # the buffer package the writers import
+    path: str  # the folder to import it from ('' for this checkout)
+    options: tuple[str, ...]  # --app-heap, --tune-collector, as this process
+
+    async def start(self, server: ValkeyProcess, sessions: list[str], seconds: float) -> asyncio.subprocess.Process:
+        """Start the writers; returns once they are connected and wait for the schedule's start."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "bench._scale_writers", "--module", self.module, "--path", self.path, *self.options),
+            *("--host", server.host, "--port", str(server.port), "--seconds", str(seconds)),
+            *("--sessions", ",".join(sessions)),
+            cwd=_ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        while (line := await asyncio.wait_for(process.stdout.readline(), 120)) != b"ready\n":
+            if not line:
+                raise RuntimeError(f"the writers' process exited with {await process.wait()}")
+        return process
+
+
+async def scale_round(
+    vb: ModuleType, server: ValkeyProcess, turns: int, seconds: float, elsewhere: WritersElsewhere | None = None
+) -> ScaleResult:
+    """``turns`` concurrent turns of ``seconds`` each at a chunk every 50 ms, each with one live reader.
+
+    The writers run in this process, or with ``elsewhere`` in a process of their own.
+    """
     buffer = vb.ValkeyStreamBuffer(vb.ValkeySettings(host=server.host, port=server.port, stream_maxlen=None))
     probe = await GlideClient.create(GlideClientConfiguration([NodeAddress(server.host, server.port)]))
     chunks = int(seconds / CHUNK_INTERVAL)
@@ -85,18 +141,7 @@ async def scale_round(vb: ModuleType, server: ValkeyProcess, turns: int, seconds
         except Exception as error:
             errors.append(f"{type(error).__name__}: {error}")
 
-    async def write(index: int, start: float) -> None:
-        # Paced on an absolute schedule: a writer the loop delays catches up rather than drifts.
-        await asyncio.sleep(max(0.0, start - time.perf_counter()))
-        for i in range(chunks):
-            due = start + i * CHUNK_INTERVAL
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            # Latency counts from when the model produced the chunk, not from the write call: a
-            # writer the busy loop wakes late is late for its reader too.
-            written[index][i] = due
-            await buffer.write_chunk(sessions[index], f"{i} ", correlation_id="c")
-        await buffer.write_completion(sessions[index], correlation_id="c")
-
+    writers_process = await elsewhere.start(server, sessions, seconds) if elsewhere else None
     try:
         readers = [asyncio.create_task(read(i)) for i in range(turns)]
         # Every reader subscribed and caught up (an empty stream) before the first chunk.
@@ -104,9 +149,21 @@ async def scale_round(vb: ModuleType, server: ValkeyProcess, turns: int, seconds
         while buffer.reader_stats().active < turns and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.2)
-        rng = random.Random(turns)
         t0 = time.perf_counter() + 0.1
-        writers = [asyncio.create_task(write(i, t0 + rng.random() * CHUNK_INTERVAL)) for i in range(turns)]
+        starts = turn_starts(turns, t0)
+        if writers_process is None:
+            writers = [
+                asyncio.create_task(write_turn(buffer, sessions[i], starts[i], chunks, written[i]))
+                for i in range(turns)
+            ]
+        else:
+            # perf_counter is the system's monotonic clock: the same in both processes.
+            assert writers_process.stdin is not None
+            writers_process.stdin.write(f"{t0!r}\n".encode())
+            await writers_process.stdin.drain()
+            writers = [asyncio.create_task(writers_process.wait())]
+            for index, start in enumerate(starts):
+                written[index][:] = [start + i * CHUNK_INTERVAL for i in range(chunks)]
         window[:] = [t0 + WARM_UP, t0 + seconds]
         await asyncio.sleep(max(0.0, window[0] - time.perf_counter()))
         cpu_before = await _valkey_cpu_seconds(probe)
@@ -116,6 +173,9 @@ async def scale_round(vb: ModuleType, server: ValkeyProcess, turns: int, seconds
         await asyncio.wait_for(asyncio.gather(*writers), seconds * 20 + 60)
         await asyncio.wait_for(asyncio.gather(*readers), seconds * 20 + 60)
     finally:
+        if writers_process is not None and writers_process.returncode is None:
+            writers_process.kill()
+            await writers_process.wait()
         await buffer.aclose()
         await probe.close()
     in_window = sum(window[0] <= t < window[1] for times in arrived for t in times)
@@ -187,74 +247,91 @@ def _line(name: str, turns: int, result: ScaleResult) -> str:
 
 
 async def scale_curve(
-    implementations: dict[str, ModuleType], server: ValkeyProcess, ns: list[int], seconds: float
+    implementations: dict[str, ModuleType],
+    server: ValkeyProcess,
+    ns: list[int],
+    seconds: float,
+    elsewhere: dict[str, WritersElsewhere] | None = None,
 ) -> None:
-    print(f"N turns, each a chunk every {CHUNK_INTERVAL * 1000:.0f} ms for {seconds:g} s, one live reader each:")
+    where = "written in another process" if elsewhere else "written and read in this process"
+    print(
+        f"N turns, each a chunk every {CHUNK_INTERVAL * 1000:.0f} ms for {seconds:g} s, one live reader each, {where}:"
+    )
     for position, turns in enumerate(ns):
         order = list(implementations.items())
         if position % 2:
             order.reverse()  # which revision goes first alternates: the machine drifts over a run
         results = {}
         for name, vb in order:
-            results[name] = await scale_round(vb, server, turns, seconds)
+            results[name] = await scale_round(vb, server, turns, seconds, elsewhere[name] if elsewhere else None)
         for name in implementations:
             print(_line(name, turns, results[name]), flush=True)
 
 
-async def http_clients(clients: int, chunk_delay_ms: int, turns: int) -> None:
-    """``clients`` concurrent SSE clients on one local host, following ``turns`` scripted turns."""
+async def http_clients(clients: int, chunk_delay_ms: int, turns: int, *, turns_elsewhere: bool = False) -> None:
+    """``clients`` concurrent SSE clients on one local host, following ``turns`` scripted turns.
+
+    With ``turns_elsewhere`` the host the clients talk to runs no turns: a second host that shares its
+    durable backend and Valkey runs them (``--no-worker``/``--backend``), as the durable instances do.
+    """
+    from tests.e2e.devhost_process import DevHostProcess, host_pair
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-scale-http-"))
+    env = {"SCRIPTED_CHUNK_DELAY_MS": str(chunk_delay_ms)}
+    args = ["--max-concurrent-turns", str(max(turns, 10))]
+    with contextlib.ExitStack() as hosts:
+        if turns_elsewhere:
+            host, _ = hosts.enter_context(host_pair(workdir, "bench-scale", env=env, args=args))
+        else:
+            host = DevHostProcess.start(workdir, env=env, args=args, name="bench-scale")
+            hosts.callback(host.stop)
+        await _follow_over_http(host, clients, turns)
+
+
+async def _follow_over_http(host: Any, clients: int, turns: int) -> None:
+    """Start ``turns`` turns through ``host``, then ``clients`` SSE clients follow them there."""
     import httpx
     from httpx_sse import aconnect_sse
 
     from bench.bench_devhost import ClientResult, _read, run_round
-    from tests.e2e.devhost_process import DevHostProcess
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-scale-http-"))
-    host = DevHostProcess.start(
-        workdir,
-        env={"SCRIPTED_CHUNK_DELAY_MS": str(chunk_delay_ms)},
-        args=["--max-concurrent-turns", str(max(turns, 10))],
-        name="bench-scale",
-    )
-    try:
-        limits = httpx.Limits(max_connections=clients + 20, max_keepalive_connections=clients + 20)
-        async with httpx.AsyncClient(timeout=httpx.Timeout(180, connect=60), limits=limits) as client:
-            api = host.api
-            agent = (await client.get(f"{api}/health")).json()["agents"][0]["name"]
-            started: list[tuple[str, str]] = []
-            for index in range(turns):
-                response = await client.post(f"{api}/agents/{agent}/run", json={"message": f"turn {index}: Bergen"})
-                response.raise_for_status()
-                started.append((response.json()["session_id"], response.json()["correlation_id"]))
+    limits = httpx.Limits(max_connections=clients + 20, max_keepalive_connections=clients + 20)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(180, connect=60), limits=limits) as client:
+        api = host.api
+        agent = (await client.get(f"{api}/health")).json()["agents"][0]["name"]
+        started: list[tuple[str, str]] = []
+        for index in range(turns):
+            response = await client.post(f"{api}/agents/{agent}/run", json={"message": f"turn {index}: Bergen"})
+            response.raise_for_status()
+            started.append((response.json()["session_id"], response.json()["correlation_id"]))
 
-            async def first_chunk(session_id: str, correlation_id: str) -> None:
-                url = f"{api}/agent/stream/{session_id}"
-                params = {"correlation_id": correlation_id}
-                async with aconnect_sse(client, "GET", url, params=params) as source:
-                    async for sse in source.aiter_sse():
-                        if sse.event == "message":
-                            return
+        async def first_chunk(session_id: str, correlation_id: str) -> None:
+            url = f"{api}/agent/stream/{session_id}"
+            params = {"correlation_id": correlation_id}
+            async with aconnect_sse(client, "GET", url, params=params) as source:
+                async for sse in source.aiter_sse():
+                    if sse.event == "message":
+                        return
 
-            # The clients join turns that stream already: the first event times this host's answer,
-            # not the durable runtime starting the agent.
-            await asyncio.gather(*(first_chunk(*turn) for turn in started))
+        # The clients join turns that stream already: the first event times this host's answer,
+        # not the durable runtime starting the agent.
+        await asyncio.gather(*(first_chunk(*turn) for turn in started))
 
-            async def one(index: int) -> ClientResult:
-                # First event: from this client's own request (it joins a running turn, so the
-                # catch-up answers at once); between events: the live ones that follow.
-                session_id, correlation_id = started[index % turns]
-                result = ClientResult(started=time.perf_counter())
-                url = f"{api}/agent/stream/{session_id}"
-                await _read(aconnect_sse(client, "GET", url, params={"correlation_id": correlation_id}), result)
-                return result
+        async def one(index: int) -> ClientResult:
+            # First event: from this client's own request (it joins a running turn, so the
+            # catch-up answers at once); between events: the live ones that follow.
+            session_id, correlation_id = started[index % turns]
+            result = ClientResult(started=time.perf_counter())
+            url = f"{api}/agent/stream/{session_id}"
+            await _read(aconnect_sse(client, "GET", url, params={"correlation_id": correlation_id}), result)
+            return result
 
-            async def all_clients() -> list[ClientResult]:
-                return list(await asyncio.gather(*(one(i) for i in range(clients))))
+        async def all_clients() -> list[ClientResult]:
+            return list(await asyncio.gather(*(one(i) for i in range(clients))))
 
-            name = f"HTTP: {clients} SSE clients on one local host following {turns} turns (GET /agent/stream)"
-            await run_round(name, host, all_clients)
-    finally:
-        host.stop()
+        where = "run there" if host.info["worker"] else "run by another host"
+        name = f"HTTP: {clients} SSE clients on one local host following {turns} turns {where} (GET /agent/stream)"
+        await run_round(name, host, all_clients)
 
 
 async def _idle_costs(vb: ModuleType, server: ValkeyProcess, arguments: argparse.Namespace) -> None:
@@ -285,11 +362,19 @@ async def main(arguments: argparse.Namespace) -> None:
         server = ValkeyProcess().start()
         try:
             with tempfile.TemporaryDirectory(prefix="bench-baseline-") as folder:
+                baseline = f"baseline {arguments.baseline}"
                 implementations = {
-                    f"baseline {arguments.baseline}": load_baseline(arguments.baseline, Path(folder))[0],
+                    baseline: load_baseline(arguments.baseline, Path(folder))[0],
                     "this checkout": importlib.import_module("valkey_buffer"),
                 }
-                await scale_curve(implementations, server, arguments.n, arguments.seconds)
+                elsewhere = None
+                if arguments.writers_elsewhere:
+                    options = ("--app-heap",) * arguments.app_heap + ("--tune-collector",) * arguments.tune_collector
+                    elsewhere = {
+                        baseline: WritersElsewhere("valkey_buffer_baseline", folder, options),
+                        "this checkout": WritersElsewhere("valkey_buffer", "", options),
+                    }
+                await scale_curve(implementations, server, arguments.n, arguments.seconds, elsewhere)
                 if not arguments.no_write_path:
                     await _write_paths(*implementations.values(), server, rounds=arguments.write_rounds)
                 if not arguments.no_idle:
@@ -298,7 +383,12 @@ async def main(arguments: argparse.Namespace) -> None:
             server.stop()
     if arguments.http or arguments.http_only:
         with contextlib.suppress(KeyboardInterrupt):
-            await http_clients(arguments.http_clients, arguments.chunk_delay_ms, arguments.turns_shared)
+            await http_clients(
+                arguments.http_clients,
+                arguments.chunk_delay_ms,
+                arguments.turns_shared,
+                turns_elsewhere=arguments.writers_elsewhere,
+            )
 
 
 def _arguments(argv: Any = None) -> argparse.Namespace:
@@ -314,6 +404,9 @@ def _arguments(argv: Any = None) -> argparse.Namespace:
     parser.add_argument("--gc-threshold", type=int, default=0, help="the collector's first threshold (0: Python's)")
     parser.add_argument("--tune-collector", action="store_true", help="valkey_buffer.tune_collector(), as the app")
     parser.add_argument("--app-heap", action="store_true", help="import function_app first (a host's heap)")
+    parser.add_argument(
+        "--writers-elsewhere", action="store_true", help="the writers in a process of their own (the durable instances)"
+    )
     parser.add_argument("--http", action="store_true", help="also 1,000 SSE clients on one local host")
     parser.add_argument("--http-only", action="store_true", help="only the SSE clients on one local host")
     parser.add_argument("--http-clients", type=int, default=1000)

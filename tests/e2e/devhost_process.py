@@ -181,7 +181,7 @@ class DevHostProcess:
 
 @contextlib.contextmanager
 def host_pair(
-    workdir: Path, name: str, *, env: Mapping[str, str] | None = None
+    workdir: Path, name: str, *, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
 ) -> Iterator[tuple[DevHostProcess, DevHostProcess]]:
     """Two local hosts as two instances of one app: A serves HTTP only (no worker); B shares A's
     durable backend and Valkey and runs every agent and orchestration.
@@ -190,6 +190,7 @@ def host_pair(
         workdir: Where the hosts' logs and ready files go.
         name: A name for the log files (``{name}-a``, ``{name}-b``).
         env: Settings for host B (A runs nothing).
+        args: Extra command-line arguments for host B.
     """
     host_a = DevHostProcess.start(workdir, args=["--no-worker"], name=f"{name}-a")
     valkey_host, _, valkey_port = host_a.info["valkey"].rpartition(":")
@@ -197,7 +198,7 @@ def host_pair(
         host_b = DevHostProcess.start(
             workdir,
             env={"VALKEY_HOST": valkey_host, "VALKEY_PORT": valkey_port, **(env or {})},
-            args=["--backend", host_a.info["backend"]],
+            args=["--backend", host_a.info["backend"], *args],
             name=f"{name}-b",
         )
     except Exception:
