@@ -298,6 +298,17 @@ async def test_workflow_page_is_served_as_html_without_a_function_key(http: http
     assert 'id="approve"' in response.text and 'id="request-changes"' in response.text
 
 
+@pytest.mark.parametrize("path", ["/api/chat", "/api/workflow/trip_planner/page"])
+async def test_a_page_is_served_with_the_shared_script_inline(http: httpx.AsyncClient, path: str) -> None:
+    # static/page.js (the key header, the Markdown renderer, the SSE reader) is in the page itself:
+    # the page needs no route for it, and a page served without it would break.
+    page = (await http.get(path)).text
+    assert 'src="page.js"' not in page
+    assert page.count("</script>") == 2  # the inlined script's and the page's own
+    assert page.count("function markdownToHtml(") == 1 and page.count("async function readEvents(") == 1
+    assert page.index("function apiHeaders(") < page.index('"use strict";\n// Everything the page knows')
+
+
 async def test_the_page_of_a_workflow_not_hosted_is_a_404(http: httpx.AsyncClient) -> None:
     response = await http.get("/api/workflow/no_such_workflow/page")
 
