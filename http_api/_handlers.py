@@ -8,7 +8,6 @@ registers them, and a local host can call the very same methods. What a turn is 
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from agent_framework_durabletask import SESSION_ID_FIELD
-from azurefunctions.extensions.http.fastapi import HTMLResponse, JSONResponse, Request, Response
+from azurefunctions.extensions.http.fastapi import JSONResponse, Request, Response
 
 from valkey_buffer import (
     StreamChunk,
@@ -30,6 +29,7 @@ from ._agui_input import parse_agui_input
 from ._agui_workflow_runs import WorkflowAguiApi
 from ._errors import RequestError
 from ._event_stream import DeadlineStreamingResponse, agui_body, stream_response
+from ._pages import html_page
 from ._responses import json_error, outcome_json
 from ._routes import DEFAULT_ROUTE_PREFIX, Routes, route, route_path
 from ._run_input import parse_run_input
@@ -317,7 +317,7 @@ class AgentHttpApi:
     @route(Routes.CHAT)
     async def chat_page(self, req: Request) -> Response:
         """``GET /api/chat``: the browser page that streams a turn with ``EventSource``."""
-        return await _html_page(self.chat_page_path, "The chat page is not installed (static/chat.html).")
+        return await html_page(self.chat_page_path, "The chat page is not installed (static/chat.html).")
 
     @route(Routes.WORKFLOW_PAGE)
     async def workflow_page(self, req: Request) -> Response:
@@ -330,7 +330,7 @@ class AgentHttpApi:
         if name not in self.workflows.streams.workflow_names:
             known = ", ".join(self.workflows.streams.workflow_names)
             raise RequestError(f"Workflow {name!r} is not hosted here; workflows: {known}.", 404)
-        return await _html_page(self.workflow_page_path, "The workflow page is not installed (static/workflow.html).")
+        return await html_page(self.workflow_page_path, "The workflow page is not installed (static/workflow.html).")
 
     # ----- helpers -----
 
@@ -398,28 +398,6 @@ class AgentHttpApi:
         token = await self.tokens.issue(session_id, None if whole_session else correlation_id)
         path = route_path(self.route_prefix, Routes.STREAM_WITH_TOKEN.format(session_id=session_id))
         return f"{path}?{urlencode({'correlation_id': correlation_id, 'token': token})}"
-
-
-# Where a page loads what the pages share (static/page.js): served inline, so a page is one response.
-_SHARED_SCRIPT_TAG = '<script src="page.js"></script>'
-
-
-async def _html_page(path: Path | None, missing: str) -> Response:
-    """A static page of the app, read on every request (never cached by the browser), or a 404 saying ``missing``.
-
-    The page's ``<script src="page.js"></script>`` is replaced with that file's text (it sits beside
-    the page), so that the page needs no route of its own for its shared script.
-    """
-    if path is None:
-        raise RequestError(missing, 404)
-    try:
-        html = await asyncio.to_thread(path.read_text, encoding="utf-8")
-        if _SHARED_SCRIPT_TAG in html:
-            shared = await asyncio.to_thread((path.parent / "page.js").read_text, encoding="utf-8")
-            html = html.replace(_SHARED_SCRIPT_TAG, f"<script>\n{shared}</script>", 1)
-    except FileNotFoundError as error:
-        raise RequestError(missing, 404) from error
-    return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
 
 
 def _waited_answer(accepted: dict[str, Any], outcome: TurnOutcome) -> tuple[dict[str, Any], int]:

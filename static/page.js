@@ -1,6 +1,6 @@
 // What the app's pages (chat.html, workflow.html) share: the function key in a header, a small
 // Markdown renderer and a Server-Sent Events reader. Each page has a script tag with this file as its
-// source, which the app's page routes replace with this file's text (http_api._handlers._html_page):
+// source, which the app's page routes replace with this file's text (http_api._pages.html_page):
 // the served page is one response; a page opened from disk loads the file from beside it. Inlined,
 // this text must never hold a closing script tag.
 "use strict";
