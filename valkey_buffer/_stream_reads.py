@@ -53,10 +53,13 @@ class StreamReads:
             # GLIDE answers a list of [name, value] pairs of bytes: decoded directly, as this runs once
             # per entry for all readers; anything else goes the general way.
             if isinstance(fields, list):
-                with contextlib.suppress(TypeError, AttributeError):  # not pairs of bytes
+                # A try rather than contextlib.suppress: no context manager made per entry read.
+                try:
                     message = message_from_pairs(entry_id, fields)
-                    if message is not None:
-                        return message
+                except (TypeError, AttributeError):  # not pairs of bytes
+                    message = None
+                if message is not None:
+                    return message
                 try:
                     decoded = {name.decode(): value.decode() for name, value in fields}
                 except AttributeError:
